@@ -1,0 +1,56 @@
+"""sheaf-core: typed contracts, ModelSpec, the Backend base class and plugin discovery.
+
+Light by design: importing it pulls pydantic, pluggy and PyYAML, never torch, Ray or FastAPI.
+"""
+
+from sheaf_core.backend import Backend, NoSettings, ProgressEvent
+from sheaf_core.contracts import (
+    BaseRequest,
+    BaseResponse,
+    OutputMode,
+    TimeSeriesRequest,
+    TimeSeriesResponse,
+)
+from sheaf_core.errors import ConfigError, FieldProblem, InvalidRequest, PluginError, SheafError
+from sheaf_core.hookspecs import hookimpl
+from sheaf_core.registry import Registry, default_registry, discover
+from sheaf_core.spec import (
+    BatchingPolicy,
+    ModelSpec,
+    ResourcePolicy,
+    ServerSettings,
+    SheafConfig,
+    build_backend,
+    load_config,
+    parse_config,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BaseRequest",
+    "BaseResponse",
+    "BatchingPolicy",
+    "ConfigError",
+    "FieldProblem",
+    "InvalidRequest",
+    "ModelSpec",
+    "NoSettings",
+    "OutputMode",
+    "PluginError",
+    "ProgressEvent",
+    "Registry",
+    "ResourcePolicy",
+    "ServerSettings",
+    "SheafConfig",
+    "SheafError",
+    "TimeSeriesRequest",
+    "TimeSeriesResponse",
+    "build_backend",
+    "default_registry",
+    "discover",
+    "hookimpl",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,77 @@
+"""The `Backend` base class every model plugin subclasses.
+
+Lifecycle, as a host drives it:
+
+1. ``Backend(**backend_kwargs)`` — cheap: validates and stores settings, imports nothing heavy.
+   Hosts build backends at start-up to fail fast on bad kwargs.
+2. ``load()`` — the heavy work (import torch, read weights). Called once, off the event loop.
+3. ``validate_request(request)`` — per request, before batching: reject what this model
+   cannot answer with `InvalidRequest` naming the field (a 422), so a bad request never
+   poisons a batch.
+4. ``predict(requests)`` — batch-first: a list in, a list of the same length and order out.
+   A backend that cannot batch loops inside. The engine fills `request_id`/`model_name`.
+5. ``stream(request)`` — optional: yields progress events, then the response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from sheaf_core.contracts.base import BaseRequest, BaseResponse
+
+RequestT = TypeVar("RequestT", bound=BaseRequest)
+ResponseT = TypeVar("ResponseT", bound=BaseResponse)
+
+
+class NoSettings(BaseModel):
+    """Settings of a backend that takes no kwargs; unknown kwargs are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProgressEvent(BaseModel):
+    """One step of a streamed prediction."""
+
+    step: int
+    total: int | None = None
+    message: str | None = None
+
+
+class Backend(Generic[RequestT, ResponseT]):
+    """Base class of model backends. Subclasses set `model_type` and usually `Settings`."""
+
+    #: The model type this backend answers; must be a registered contract.
+    model_type: ClassVar[str]
+    #: Pydantic model of the accepted ``backend_kwargs`` (extra="forbid" recommended).
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+    #: Whether `stream()` is implemented.
+    supports_streaming: ClassVar[bool] = False
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.settings = self.Settings(**kwargs)
+        self.loaded = False
+
+    def load(self) -> None:
+        """Load weights and anything heavy. Override and call ``super().load()`` last."""
+        self.loaded = True
+
+    def validate_request(self, request: RequestT) -> None:
+        """Raise `InvalidRequest` for a request this model cannot answer. Default: accept."""
+
+    def predict(self, requests: Sequence[RequestT]) -> list[ResponseT]:
+        """Answer a batch: same length and order as `requests`."""
+        raise NotImplementedError
+
+    def stream(self, request: RequestT) -> Iterator[ProgressEvent | ResponseT]:
+        """Yield progress events, then the response. Default: just the response."""
+        yield self.predict([request])[0]
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the loaded model for the model listing (e.g. its quantiles)."""
+        return {}
+
+    def close(self) -> None:
+        """Release resources on shutdown. Default: nothing."""

@@ -1,0 +1,1 @@
+"""Plugins shipped with sheaf-core, registered through the same entry point as any other."""

@@ -1,0 +1,23 @@
+"""sheaf-core's own plugin: the time_series contract and the baseline forecaster.
+
+Registered through the ``sheaf`` entry point group exactly like a third-party plugin.
+"""
+
+from __future__ import annotations
+
+from sheaf_core.hookspecs import hookimpl
+from sheaf_core.registry import BackendRegistrar, ContractRegistrar
+
+
+@hookimpl
+def sheaf_register_contracts(register: ContractRegistrar) -> None:
+    from sheaf_core.contracts.time_series import TimeSeriesRequest, TimeSeriesResponse
+
+    register("time_series", TimeSeriesRequest, TimeSeriesResponse)
+
+
+@hookimpl
+def sheaf_register_backends(register: BackendRegistrar) -> None:
+    from sheaf_core.builtin.baseline import BaselineForecaster
+
+    register("baseline", BaselineForecaster)

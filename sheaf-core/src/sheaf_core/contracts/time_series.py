@@ -1,0 +1,184 @@
+"""The `time_series` contract: forecast a horizon from a history.
+
+Compatible with sheaf-serve's TimeSeriesRequest: the same field names (history, horizon,
+frequency, output_mode, quantile_levels, num_samples, target_index) and defaults. Multivariate
+history is time-major, `[[v0, v1, ...], ...]` one row per time step, as in sheaf-serve.
+`target_index` picks the variate to forecast (default 0, as before); `null` forecasts every
+variate jointly (backends that can, e.g. Chronos-2). Missing values are `null`.
+
+Response arrays follow the request's shape: univariate → `mean[h]`, `quantiles[level][h]`,
+`samples[s][h]`; joint multivariate → one more, innermost, variate axis (`mean[h][v]`).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from sheaf_core.contracts._validation import field_errors
+from sheaf_core.contracts.base import BaseRequest, BaseResponse
+from sheaf_core.contracts.frequency import Frequency, parse_frequency
+
+MAX_HISTORY_LENGTH = 100_000
+MAX_VARIATES = 256
+MAX_HORIZON = 4096
+MAX_QUANTILE_LEVELS = 99
+MAX_SAMPLES = 1000
+MAX_COVARIATES = 64
+
+Value = float | None
+Series = Annotated[list[Value], Field(min_length=1, max_length=MAX_HISTORY_LENGTH)]
+Row = Annotated[list[Value], Field(min_length=1, max_length=MAX_VARIATES)]
+CovariateName = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class OutputMode(StrEnum):
+    """What the forecast contains besides the mean."""
+
+    MEAN = "mean"
+    QUANTILES = "quantiles"
+    SAMPLES = "samples"
+
+
+def _check_frequency(text: str | None) -> str | None:
+    if text is not None:
+        parse_frequency(text)
+    return text
+
+
+class TimeSeriesRequest(BaseRequest):
+    """Forecast `horizon` steps after `history`."""
+
+    model_type: Literal["time_series"] = "time_series"
+
+    history: Series | Annotated[list[Row], Field(min_length=1, max_length=MAX_HISTORY_LENGTH)] = (
+        Field(description="Univariate `[x0, x1, ...]` or time-major multivariate "
+              "`[[x0_v0, x0_v1], ...]`; `null` marks a missing value.")
+    )
+    target_index: int | None = Field(
+        default=0, ge=0, lt=MAX_VARIATES,
+        description="Multivariate only: the variate to forecast (the others inform it, where "
+        "the backend can use them). `null` forecasts every variate jointly.",
+    )
+    horizon: int = Field(gt=0, le=MAX_HORIZON, description="Steps to forecast.")
+    frequency: Annotated[str | None, AfterValidator(_check_frequency)] = Field(
+        default=None, max_length=16,
+        description="Sampling frequency, e.g. '15min', '1h', '1d', '1W', '1M'. With `start`, "
+        "the response carries timestamps.",
+    )
+    start: datetime | None = Field(
+        default=None, description="Timestamp of the first history point (needs `frequency`)."
+    )
+    output_mode: OutputMode = OutputMode.MEAN
+    quantile_levels: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [0.1, 0.5, 0.9], min_length=1, max_length=MAX_QUANTILE_LEVELS,
+        description="Levels in (0, 1); used when output_mode is 'quantiles'.",
+    )
+    num_samples: int = Field(default=20, ge=1, le=MAX_SAMPLES,
+                             description="Used when output_mode is 'samples'.")
+    past_covariates: dict[CovariateName, Series] | None = Field(
+        default=None, max_length=MAX_COVARIATES,
+        description="Covariates observed over the history; each as long as `history`.",
+    )
+    future_covariates: dict[CovariateName, Annotated[list[Value], Field(max_length=MAX_HORIZON)]] | None = Field(  # noqa: E501
+        default=None, max_length=MAX_COVARIATES,
+        description="Known future values over the horizon; each exactly `horizon` long and "
+        "also listed in `past_covariates`.",
+    )
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> TimeSeriesRequest:
+        problems: list[tuple[tuple[str | int, ...], str, object]] = []
+        length = len(self.history)
+        if self.is_multivariate:
+            width = len(self.history[0])  # type: ignore[arg-type]
+            for i, row in enumerate(self.history):
+                if not isinstance(row, list) or len(row) != width:
+                    problems.append((("history", i), f"every row must have {width} variates "
+                                     "(time-major: one row per time step)", row))
+                    break
+            if self.target_index is not None and self.target_index >= width:
+                problems.append((("target_index",), f"is {self.target_index} but history has "
+                                 f"{width} variates (0..{width - 1})", self.target_index))
+        if len(set(self.quantile_levels)) != len(self.quantile_levels):
+            problems.append((("quantile_levels",), "levels must be unique",
+                             self.quantile_levels))
+        for name, values in (self.past_covariates or {}).items():
+            if len(values) != length:
+                problems.append((("past_covariates", name), f"has {len(values)} values; "
+                                 f"history has {length}", len(values)))
+        for name, values in (self.future_covariates or {}).items():
+            if len(values) != self.horizon:
+                problems.append((("future_covariates", name), f"has {len(values)} values; "
+                                 f"horizon is {self.horizon}", len(values)))
+            if name not in (self.past_covariates or {}):
+                problems.append((("future_covariates", name), "must also be given in "
+                                 "past_covariates (its values over the history)", name))
+        if self.start is not None and self.frequency is None:
+            problems.append((("frequency",), "is required when `start` is given", None))
+        field_errors(type(self).__name__, problems)
+        return self
+
+    @property
+    def is_multivariate(self) -> bool:
+        return bool(self.history) and isinstance(self.history[0], list)
+
+    @property
+    def n_variates(self) -> int:
+        return len(self.history[0]) if self.is_multivariate else 1  # type: ignore[arg-type]
+
+    @property
+    def joint(self) -> bool:
+        """True when every variate is forecast (multivariate history, target_index null)."""
+        return self.is_multivariate and self.target_index is None
+
+    def variates(self) -> list[list[float]]:
+        """History as variate-major float lists, missing values as NaN."""
+        nan = math.nan
+        if not self.is_multivariate:
+            return [[nan if x is None else x for x in self.history]]  # type: ignore[misc]
+        columns = zip(*self.history, strict=True)  # type: ignore[misc]
+        return [[nan if x is None else x for x in column] for column in columns]
+
+    def target_series(self) -> list[float]:
+        """The single series to forecast when not joint (NaN for missing values)."""
+        series = self.variates()
+        return series[self.target_index or 0] if self.is_multivariate else series[0]
+
+    @property
+    def parsed_frequency(self) -> Frequency | None:
+        return parse_frequency(self.frequency) if self.frequency else None
+
+
+class TimeSeriesResponse(BaseResponse):
+    """A forecast. Arrays are `[h]`, or `[h][v]` for a joint multivariate forecast."""
+
+    model_type: Literal["time_series"] = "time_series"
+    horizon: int
+    frequency: str | None = None
+    output_mode: OutputMode = OutputMode.MEAN
+    mean: list[float] | list[list[float]] = Field(description="Point forecast (the median "
+                                                  "for Chronos-Bolt and Chronos-2).")
+    quantiles: dict[str, list[float] | list[list[float]]] | None = Field(
+        default=None, description="Level (as given, e.g. '0.1') → forecast at that level.")
+    samples: list[list[float]] | list[list[list[float]]] | None = Field(
+        default=None, description="`num_samples` sample paths.")
+    timestamps: list[datetime] | None = Field(
+        default=None, description="One per horizon step, when `start` and `frequency` are given.")
+
+
+def quantile_key(level: float) -> str:
+    """The response key for a quantile level: its shortest round-trip text, e.g. '0.1'."""
+    return repr(float(level))
+
+
+def forecast_timestamps(request: TimeSeriesRequest) -> list[datetime] | None:
+    """Timestamps of the forecast steps, or None when the request gives no start."""
+    freq = request.parsed_frequency
+    if request.start is None or freq is None:
+        return None
+    return freq.timestamps(request.start, len(request.history), request.horizon)
