@@ -89,7 +89,8 @@ class Registry:
                 raise PluginError(f"backend {name!r} comes from plugin {plugin.label}, which "
                                   f"failed to load: {plugin.error}")
         known = ", ".join(sorted(self.backends)) or "none"
-        hint = f"installed backends: {known}. Install its plugin, e.g. `pip install sheaf-backend-{name}`"
+        hint = (f"installed backends: {known}. Install its plugin, e.g. "
+                f"`pip install sheaf-backend-{name}`")
         broken = "; ".join(f"{p.label}: {p.error}" for p in self.failed)
         raise PluginError(f"unknown backend {name!r}; {hint}"
                           + (f". Plugins that failed to load: {broken}" if broken else ""))

@@ -17,7 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from sheaf_core.contracts._validation import field_errors
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
@@ -33,6 +33,21 @@ MAX_COVARIATES = 64
 Value = float | None
 Series = Annotated[list[Value], Field(min_length=1, max_length=MAX_HISTORY_LENGTH)]
 Row = Annotated[list[Value], Field(min_length=1, max_length=MAX_VARIATES)]
+Rows = Annotated[list[Row], Field(min_length=1, max_length=MAX_HISTORY_LENGTH)]
+
+
+def _history_kind(value: object) -> str:
+    """Validate only the branch the input looks like, so errors name the real problem.
+    (Tags are bracketed: hosts drop bracketed parts from error locations.)"""
+    if isinstance(value, list) and value and isinstance(value[0], list | tuple):
+        return "[multivariate]"
+    return "[univariate]"
+
+
+History = Annotated[
+    Annotated[Series, Tag("[univariate]")] | Annotated[Rows, Tag("[multivariate]")],
+    Discriminator(_history_kind),
+]
 CovariateName = Annotated[str, Field(min_length=1, max_length=128)]
 
 
@@ -55,10 +70,8 @@ class TimeSeriesRequest(BaseRequest):
 
     model_type: Literal["time_series"] = "time_series"
 
-    history: Series | Annotated[list[Row], Field(min_length=1, max_length=MAX_HISTORY_LENGTH)] = (
-        Field(description="Univariate `[x0, x1, ...]` or time-major multivariate "
-              "`[[x0_v0, x0_v1], ...]`; `null` marks a missing value.")
-    )
+    history: History = Field(description="Univariate `[x0, x1, ...]` or time-major "
+                             "multivariate `[[x0_v0, x0_v1], ...]`; `null` marks a missing value.")
     target_index: int | None = Field(
         default=0, ge=0, lt=MAX_VARIATES,
         description="Multivariate only: the variate to forecast (the others inform it, where "

@@ -1,0 +1,1 @@
+"""The plain ASGI host: FastAPI routes over the engine, served by uvicorn."""

@@ -1,0 +1,243 @@
+"""The FastAPI app: routes over the engine. Every route's logic lives in the engine; this
+module only reads bodies, maps outcomes to HTTP, and documents the API.
+
+Routes: POST /{name}/predict, GET /{name}/health, GET /{name}/ready, GET /health, GET /ready,
+GET /models, GET /models/{name}, and SageMaker's POST /invocations and GET /ping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Iterable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from sheaf_core.errors import FieldProblem
+from sheaf_core.registry import Registry
+from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig
+from sheaf_server import __version__
+from sheaf_server.asgi.body import read_body
+from sheaf_server.asgi.errors import ERROR_RESPONSES, error_response
+from sheaf_server.asgi.openapi import build_openapi, request_body
+from sheaf_server.asgi.request_id import GENERATED_KEY, STATE_KEY, RequestIdMiddleware
+from sheaf_server.engine import ClientGone, Engine, EngineError, ModelNotFound, ModelRuntime
+from sheaf_server.engine.errors import RequestInvalid
+from sheaf_server.engine.model import ModelState
+
+log = logging.getLogger("sheaf.server")
+T = TypeVar("T")
+SAGEMAKER_TARGET = "x-amzn-sagemaker-target-model"
+
+
+def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
+              settings: ServerSettings | None = None, registry: Registry | None = None,
+              plugins: Iterable[object] = ()) -> FastAPI:
+    """A FastAPI app serving `specs` (or a whole `SheafConfig`).
+
+    Backends are constructed now (bad kwargs raise ConfigError at once) and loaded in the
+    background when the app starts; /ready answers 503 with the reason until they are.
+    `plugins` adds in-process plugin objects to those discovered from entry points.
+    """
+    if isinstance(specs, SheafConfig):
+        settings = settings or specs.server
+        specs = specs.models
+    return create_app(Engine(specs, settings, registry, plugins))
+
+
+def create_app(engine: Engine) -> FastAPI:
+    """The app around an already built engine (hosts that build the engine themselves)."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        try:
+            yield
+        finally:
+            await engine.stop()
+
+    app = FastAPI(title="Sheaf", version=__version__, lifespan=lifespan,
+                  description="Typed inference endpoints for non-text foundation models.")
+    app.state.engine = engine
+    app.add_middleware(RequestIdMiddleware)
+    _add_error_handlers(app)
+    _add_server_routes(app, engine)
+    for runtime in engine.models.values():
+        _add_model_routes(app, engine, runtime)
+    _add_unknown_model_routes(app, engine)
+    classes = list({r.contract.request: None for r in engine.models.values()})
+    app.openapi = partial(build_openapi, app, classes)  # type: ignore[method-assign]
+    return app
+
+
+# -- handlers shared by routes -----------------------------------------------------------------
+
+async def _predict(request: Request, engine: Engine, runtime: ModelRuntime,
+                   body: bytes | None = None) -> Response:
+    if body is None:
+        body = await read_body(request, engine.settings.max_body_bytes)
+    state = request.scope["state"]
+    runtime.ensure_ready()
+    parsed = runtime.parse(body)
+    if state[GENERATED_KEY] and parsed.request_id:
+        state[STATE_KEY], state[GENERATED_KEY] = parsed.request_id, False
+    response = await _until_disconnect(request, runtime.predict(parsed, state[STATE_KEY]))
+    return Response(runtime.encode(response), media_type="application/json")
+
+
+async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, cancelling it if the client disconnects first (a queued request is then
+    dropped before it reaches the backend)."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientGone("the client disconnected before the answer was ready") from None
+    finally:
+        watcher.cancel()
+
+
+def _add_model_routes(app: FastAPI, engine: Engine, runtime: ModelRuntime) -> None:
+    name = runtime.name
+    model_type = runtime.contract.model_type
+    tag = f"model: {name}"
+
+    async def predict(request: Request) -> Response:
+        return await _predict(request, engine, runtime)
+
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": name, "state": runtime.state.value}
+
+    async def ready() -> JSONResponse:
+        ok = runtime.state is ModelState.READY
+        return JSONResponse({"ready": ok, "model": name, "state": runtime.state.value,
+                             "reason": runtime.reason}, status_code=200 if ok else 503)
+
+    app.add_api_route(
+        f"/{name}/predict", predict, methods=["POST"], tags=[tag],
+        response_model=runtime.contract.response, responses=ERROR_RESPONSES,
+        summary=f"Predict with {name} ({model_type}, backend {runtime.spec.backend})",
+        operation_id=f"predict_{name}", openapi_extra=request_body(runtime.contract.request))
+    app.add_api_route(f"/{name}/health", health, methods=["GET"], tags=[tag],
+                      summary=f"Liveness of {name}", operation_id=f"health_{name}")
+    app.add_api_route(f"/{name}/ready", ready, methods=["GET"], tags=[tag],
+                      summary=f"Readiness of {name}: 503 with the reason until loaded",
+                      operation_id=f"ready_{name}")
+
+
+def _add_server_routes(app: FastAPI, engine: Engine) -> None:
+    @app.get("/health", tags=["server"], summary="Liveness of the process")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["server"],
+             summary="200 once loading is over and a model serves; lists each model's state")
+    async def ready() -> JSONResponse:
+        ok, models = engine.readiness()
+        return JSONResponse({"ready": ok, "models": models}, status_code=200 if ok else 503)
+
+    @app.get("/models", tags=["server"], summary="Served models with their JSON schemas")
+    async def models() -> dict[str, Any]:
+        return {"models": [_listing(runtime) for runtime in engine.models.values()]}
+
+    @app.get("/models/{name}", tags=["server"], summary="One served model")
+    async def model(name: str) -> dict[str, Any]:
+        return _listing(engine.model(name))
+
+    @app.get("/ping", tags=["sagemaker"], summary="SageMaker health: the default model's "
+             "readiness")
+    async def ping() -> Response:
+        name = engine.default_model
+        runtimes = [engine.models[name]] if name else list(engine.models.values())
+        ok = any(r.state is ModelState.READY for r in runtimes)
+        return Response(status_code=200 if ok else 503)
+
+    @app.post("/invocations", tags=["sagemaker"], responses=ERROR_RESPONSES,
+              summary="SageMaker inference: predict with the default model (or the model "
+              "named by X-Amzn-SageMaker-Target-Model or the body's model_name)")
+    async def invocations(request: Request) -> Response:
+        body = await read_body(request, engine.settings.max_body_bytes)
+        name = request.headers.get(SAGEMAKER_TARGET) or engine.default_model
+        if name is None:
+            name = _model_name_in(body)
+        return await _predict(request, engine, engine.model(name), body)
+
+
+def _model_name_in(body: bytes) -> str:
+    try:
+        value = json.loads(body).get("model_name")
+    except (ValueError, AttributeError):
+        value = None
+    if not isinstance(value, str):
+        raise RequestInvalid("several models are served and none is the default", problems=[
+            FieldProblem("model_name", "name the model in the body, in the "
+                         "X-Amzn-SageMaker-Target-Model header, or set server.default_model")])
+    return value
+
+
+def _add_unknown_model_routes(app: FastAPI, engine: Engine) -> None:
+    """Any other /{name}/... answers 404 naming the served models."""
+
+    async def unknown(name: str) -> Response:
+        engine.model(name)  # raises ModelNotFound listing the served models
+        raise ModelNotFound(f"model {name!r} has no such route")
+
+    for suffix, method in (("predict", "POST"), ("health", "GET"), ("ready", "GET")):
+        app.add_api_route(f"/{{name}}/{suffix}", unknown, methods=[method],
+                          include_in_schema=False)
+
+
+def _listing(runtime: ModelRuntime) -> dict[str, Any]:
+    info = runtime.describe()
+    info["routes"] = {"predict": f"/{runtime.name}/predict",
+                      "health": f"/{runtime.name}/health", "ready": f"/{runtime.name}/ready"}
+    info["request_schema"] = runtime.contract.request.model_json_schema()
+    info["response_schema"] = runtime.contract.response.model_json_schema(mode="serialization")
+    return info
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def rid(request: Request) -> str:
+        return request.scope.get("state", {}).get(STATE_KEY, "")
+
+    @app.exception_handler(EngineError)
+    async def engine_error(request: Request, exc: EngineError) -> Response:
+        return error_response(exc, rid(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        error = EngineError(str(exc.detail))
+        error.status, error.code = exc.status_code, _code(exc.status_code)
+        return error_response(error, rid(request))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error (request id %s)", rid(request))
+        return error_response(EngineError("internal server error; the request id finds "
+                                          "the error in the server log"), rid(request))
+
+
+def _code(status: int) -> str:
+    return {404: "not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")

@@ -1,0 +1,55 @@
+"""The error body every failure uses, and its rendering.
+
+``{"error": code, "message": ..., "request_id": ..., "details": [{"field", "message"}]}``;
+internals (tracebacks, exception text of a backend) never leave the server.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from sheaf_server.engine.errors import EngineError
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+    request_id: str
+    details: list[FieldError] = []
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (404, "Unknown model"),
+        (413, "Request body over server.max_body_bytes"),
+        (422, "Invalid request: `details` names each field at fault"),
+        (500, "The backend failed; the request id finds the error in the server log"),
+        (503, "Model not ready, queue full or shutting down; honour Retry-After"),
+        (504, "The request deadline passed before an answer"),
+    )
+}
+
+
+def error_response(exc: EngineError, request_id: str) -> Response:
+    body = {
+        "error": exc.code,
+        "message": exc.message,
+        "request_id": request_id,
+        "details": [{"field": p.field, "message": p.message, "type": p.type}
+                    for p in exc.problems],
+    }
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(int(max(1, exc.retry_after)))
+    return Response(json.dumps(body), status_code=exc.status, headers=headers,
+                    media_type="application/json")

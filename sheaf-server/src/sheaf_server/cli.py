@@ -1,0 +1,151 @@
+"""`sheaf-server`: serve a sheaf.yaml, list plugins, write the OpenAPI document, check a config.
+
+Exit codes: 0 ok, 2 bad configuration or usage (the message names model and field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sheaf_core.errors import ConfigError
+from sheaf_core.registry import default_registry
+from sheaf_core.spec import SheafConfig, check_spec, load_config
+from sheaf_server.defaults import default_config
+
+SAGEMAKER_PORT = 8080
+SAGEMAKER_CONFIG = "/opt/ml/model/sheaf.yaml"
+CONFIG_ENV = "SHEAF_CONFIG"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except ConfigError as exc:
+        print(f"sheaf-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sheaf-server", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="serve the models of a config over HTTP")
+    serve.add_argument("config", nargs="?", help="sheaf.yaml (default: $SHEAF_CONFIG, else the "
+                       "embedded baseline forecaster)")
+    serve.add_argument("--host", help="bind address (default: server.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: server.port, 8000)")
+    serve.add_argument("--sagemaker", action="store_true",
+                       help="SageMaker container contract: 0.0.0.0:8080, config from "
+                       f"$SHEAF_CONFIG or {SAGEMAKER_CONFIG}")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+
+    plugins = commands.add_parser("plugins", help="list discovered plugins, backends and "
+                                  "model types, and plugins that failed to load")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.set_defaults(run=_plugins)
+
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document (loads no model)")
+    openapi.add_argument("config", nargs="?", help="sheaf.yaml (default: embedded baseline)")
+    openapi.add_argument("-o", "--output", help="file to write (default: stdout)")
+    openapi.set_defaults(run=_openapi)
+
+    validate = commands.add_parser("validate", help="check a config and its backends' kwargs")
+    validate.add_argument("config")
+    validate.set_defaults(run=_validate)
+    return parser
+
+
+def _config(path: str | None, sagemaker: bool = False) -> SheafConfig:
+    path = path or os.environ.get(CONFIG_ENV)
+    if path is None and sagemaker and Path(SAGEMAKER_CONFIG).exists():
+        path = SAGEMAKER_CONFIG
+    return load_config(path) if path else default_config()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from sheaf_server.asgi.app import build_app
+
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = _config(args.config, args.sagemaker)
+    settings = config.server
+    host = args.host or ("0.0.0.0" if args.sagemaker else settings.host)
+    port = args.port if args.port is not None else (
+        SAGEMAKER_PORT if args.sagemaker else settings.port)
+    app = build_app(config)  # constructs every backend: bad kwargs fail here, before binding
+    print(f"sheaf-server: serving {', '.join(m.name for m in config.models)} on "
+          f"http://{host}:{port} (docs at /docs)", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=args.log_level.lower(),
+                access_log=settings.access_log,
+                timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    registry = default_registry()
+    if args.json:
+        print(json.dumps({
+            "plugins": [vars(p) for p in registry.plugins],
+            "backends": {n: {"model_type": e.cls.model_type, "plugin": e.plugin.name,
+                             "distribution": e.plugin.distribution,
+                             "version": e.plugin.version}
+                         for n, e in sorted(registry.backends.items())},
+            "model_types": {n: {"request": e.request.__name__, "response": e.response.__name__,
+                                "distribution": e.plugin.distribution,
+                                "version": e.plugin.version}
+                            for n, e in sorted(registry.contracts.items())},
+            "problems": registry.problems,
+        }, indent=2))
+        return 0
+    print("Backends:")
+    for name, entry in sorted(registry.backends.items()):
+        print(f"  {name:<16} {entry.cls.model_type:<14} {entry.plugin.distribution} "
+              f"{entry.plugin.version}")
+    print("Model types:")
+    for name, contract in sorted(registry.contracts.items()):
+        print(f"  {name:<16} {contract.request.__name__:<24} {contract.plugin.distribution} "
+              f"{contract.plugin.version}")
+    if registry.failed or registry.problems:
+        print("Problems:")
+        for plugin in registry.failed:
+            print(f"  plugin {plugin.name!r} from {plugin.distribution} {plugin.version} "
+                  f"failed to load: {plugin.error}")
+        for problem in registry.problems.values():
+            print(f"  {problem}")
+    return 0
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from sheaf_server.asgi.app import build_app
+
+    document = json.dumps(build_app(_config(args.config)).openapi(), indent=2)
+    if args.output:
+        Path(args.output).write_text(document + "\n")
+    else:
+        print(document)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    for spec in config.models:
+        check_spec(spec)
+    print(f"{args.config}: ok ({len(config.models)} models)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

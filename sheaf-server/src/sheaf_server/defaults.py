@@ -1,0 +1,11 @@
+"""The embedded default configuration: the weight-free baseline forecaster, no download."""
+
+from __future__ import annotations
+
+from sheaf_core.spec import ModelSpec, SheafConfig
+
+DEFAULT_MODEL_NAME = "baseline"
+
+
+def default_config() -> SheafConfig:
+    return SheafConfig(models=[ModelSpec(name=DEFAULT_MODEL_NAME, backend="baseline")])

@@ -1,0 +1,34 @@
+"""The host-neutral request engine: parse → validate → batch → backend → encode."""
+
+from sheaf_server.engine.batcher import DynamicBatcher
+from sheaf_server.engine.engine import Engine
+from sheaf_server.engine.errors import (
+    BackendFailed,
+    ClientGone,
+    DeadlineExceeded,
+    EngineError,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    PayloadTooLarge,
+    RequestInvalid,
+    ShuttingDown,
+)
+from sheaf_server.engine.model import ModelRuntime, ModelState
+
+__all__ = [
+    "BackendFailed",
+    "ClientGone",
+    "DeadlineExceeded",
+    "DynamicBatcher",
+    "Engine",
+    "EngineError",
+    "ModelNotFound",
+    "ModelNotReady",
+    "ModelRuntime",
+    "ModelState",
+    "Overloaded",
+    "PayloadTooLarge",
+    "RequestInvalid",
+    "ShuttingDown",
+]

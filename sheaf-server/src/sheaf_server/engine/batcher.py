@@ -1,0 +1,231 @@
+"""An asyncio dynamic batcher: one per model, shared by every host that serves it.
+
+Requests wait in per-bucket queues (`bucket_by` keys: only equal keys share a batch). A batch
+leaves when it is full, when its oldest request has waited `max_wait_ms`, or — because a
+worker slot is taken before the batch is chosen — whatever accumulated while the backend was
+busy. The queue is bounded: past `max_queue_size` a submit fails at once with `Overloaded`
+and a Retry-After estimate, never an unbounded wait. Batches run in a thread pool, off the
+event loop. A request whose caller gave up (deadline, disconnect) before dispatch is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sheaf_core.spec import BatchingPolicy
+from sheaf_server.engine.errors import DeadlineExceeded, Overloaded, ShuttingDown
+
+#: Runs one batch in a worker thread: a result or an exception per request, in order.
+BatchFn = Callable[[Sequence[Any]], Sequence[Any]]
+
+
+@dataclass(eq=False, slots=True)
+class _Item:
+    request: Any
+    future: asyncio.Future[Any]
+    enqueued: float
+
+
+@dataclass
+class BatcherStats:
+    """Counters a test or a metrics exporter can read."""
+
+    batch_sizes: Counter[int] = field(default_factory=Counter)
+    dropped: int = 0
+    rejected: int = 0
+    batch_seconds: float = 0.01  # running estimate, used for Retry-After
+
+
+class DynamicBatcher:
+    """Collects requests into batches for `run_batch` according to a `BatchingPolicy`."""
+
+    def __init__(self, name: str, run_batch: BatchFn, policy: BatchingPolicy) -> None:
+        self.name = name
+        self._run_batch = run_batch
+        self._max_size = policy.max_batch_size if policy.enabled else 1
+        self._max_wait = policy.max_wait_ms / 1000 if policy.enabled else 0.0
+        self._max_queue = policy.max_queue_size
+        self._bucket_by = tuple(policy.bucket_by) if policy.enabled else ()
+        self._workers = policy.max_concurrent_batches
+        self._buckets: OrderedDict[Hashable, deque[_Item]] = OrderedDict()
+        self._queued = 0
+        self._running: set[asyncio.Task[None]] = set()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._closing = False
+        self.stats = BatcherStats()
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    def start(self) -> None:
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"sheaf-{self.name}")
+        self._slots = asyncio.Semaphore(self._workers)
+        self._loop_task = asyncio.get_running_loop().create_task(self._dispatch_loop())
+
+    def bucket_key(self, request: Any) -> Hashable:
+        if not self._bucket_by:
+            return None
+        return tuple(_hashable(getattr(request, name, None)) for name in self._bucket_by)
+
+    async def submit(self, request: Any, deadline: float) -> Any:
+        """Queue `request`; return its result or raise its exception. `deadline`: loop time."""
+        if self._closing:
+            raise ShuttingDown("the server is shutting down; retry on another replica",
+                               retry_after=1)
+        if self._queued >= self._max_queue:
+            self.stats.rejected += 1
+            raise Overloaded(f"model {self.name!r} has {self._queued} requests queued (limit "
+                             f"{self._max_queue}); retry later", retry_after=self._retry_after())
+        loop = asyncio.get_running_loop()
+        item = _Item(request, loop.create_future(), loop.time())
+        key = self.bucket_key(request)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = deque()
+        bucket.append(item)
+        self._queued += 1
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await item.future
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer from model {self.name!r} within the request "
+                                   "deadline") from None
+
+    async def close(self, drain_timeout: float) -> None:
+        """Refuse new work, finish what is queued and running (up to `drain_timeout`)."""
+        self._closing = True
+        self._wake()
+        if self._loop_task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._loop_task), drain_timeout)
+            self._loop_task.cancel()
+        for bucket in self._buckets.values():
+            for item in bucket:
+                if not item.future.done():
+                    item.future.set_exception(ShuttingDown("the server shut down before this "
+                                                           "request ran", retry_after=1))
+        self._buckets.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def _retry_after(self) -> float:
+        batches_ahead = math.ceil(self._queued / self._max_size) / self._workers
+        return max(1.0, math.ceil(batches_ahead * self.stats.batch_seconds))
+
+    async def _dispatch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._slots is not None
+        while True:
+            await self._slots.acquire()
+            batch = await self._next_batch(loop)
+            if batch is None:  # closing and nothing left
+                self._slots.release()
+                await asyncio.gather(*self._running, return_exceptions=True)
+                return
+            task = loop.create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _next_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Item] | None:
+        while True:
+            now = loop.time()
+            due: float | None = None
+            for key, bucket in self._buckets.items():
+                self._drop_abandoned(bucket)
+                if not bucket:
+                    continue
+                ready_at = bucket[0].enqueued + self._max_wait
+                if len(bucket) >= self._max_size or ready_at <= now or self._closing:
+                    return self._take(key, bucket)
+                due = ready_at if due is None else min(due, ready_at)
+            self._prune()
+            if self._closing and not self._buckets:
+                return None
+            self._wakeup = loop.create_future()
+            try:
+                if due is None:
+                    await self._wakeup
+                else:
+                    async with asyncio.timeout_at(due):
+                        await self._wakeup
+            except TimeoutError:
+                pass
+            finally:
+                self._wakeup = None
+
+    def _drop_abandoned(self, bucket: deque[_Item]) -> None:
+        while bucket and bucket[0].future.done():
+            bucket.popleft()
+            self._queued -= 1
+            self.stats.dropped += 1
+
+    def _take(self, key: Hashable, bucket: deque[_Item]) -> list[_Item]:
+        batch: list[_Item] = []
+        while bucket and len(batch) < self._max_size:
+            item = bucket.popleft()
+            self._queued -= 1
+            if item.future.done():  # cancelled by its caller: deadline or disconnect
+                self.stats.dropped += 1
+                continue
+            batch.append(item)
+        if not bucket:
+            del self._buckets[key]
+        else:  # fairness: a bucket that just sent a batch goes to the back
+            self._buckets.move_to_end(key)
+        return batch
+
+    def _prune(self) -> None:
+        for key in [k for k, b in self._buckets.items() if not b]:
+            del self._buckets[key]
+
+    async def _execute(self, batch: list[_Item]) -> None:
+        assert self._slots is not None
+        loop = asyncio.get_running_loop()
+        try:
+            if not batch:
+                return
+            self.stats.batch_sizes[len(batch)] += 1
+            started = loop.time()
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self._run_batch, [item.request for item in batch])
+            except BaseException as exc:
+                results = [exc] * len(batch)
+            elapsed = loop.time() - started
+            self.stats.batch_seconds = 0.8 * self.stats.batch_seconds + 0.2 * elapsed
+            for item, result in zip(batch, results, strict=True):
+                if item.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+        finally:
+            self._slots.release()
+
+
+def _hashable(value: Any) -> Hashable:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value

@@ -1,0 +1,62 @@
+"""Engine outcomes other than a response, each with the HTTP status a host answers with.
+
+Hosts (ASGI, Ray Serve, batch) map these the same way, so status codes never drift apart.
+"""
+
+from __future__ import annotations
+
+from sheaf_core.errors import FieldProblem
+
+
+class EngineError(Exception):
+    """Base: `status` is the HTTP status, `code` a stable machine-readable name."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 problems: list[FieldProblem] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.problems = problems or []
+
+
+class RequestInvalid(EngineError):
+    status, code = 422, "invalid_request"
+
+
+class ModelNotFound(EngineError):
+    status, code = 404, "model_not_found"
+
+
+class PayloadTooLarge(EngineError):
+    status, code = 413, "payload_too_large"
+
+
+class ModelNotReady(EngineError):
+    status, code = 503, "model_not_ready"
+
+
+class Overloaded(EngineError):
+    status, code = 503, "overloaded"
+
+
+class ShuttingDown(EngineError):
+    status, code = 503, "shutting_down"
+
+
+class DeadlineExceeded(EngineError):
+    status, code = 504, "deadline_exceeded"
+
+
+class BackendFailed(EngineError):
+    """The backend raised. The message is generic: internals stay in the server log."""
+
+    status, code = 500, "backend_error"
+
+
+class ClientGone(EngineError):
+    """The client disconnected before its answer was ready (nginx's 499)."""
+
+    status, code = 499, "client_closed_request"

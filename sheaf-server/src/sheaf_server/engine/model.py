@@ -1,0 +1,177 @@
+"""One served model: its spec, backend, contract, load state and batcher.
+
+This is the request path written once — parse → validate → batch → backend → encode — for
+every host. The ASGI app, the Ray Serve deployment and the batch runner all call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from sheaf_core.backend import Backend
+from sheaf_core.contracts.base import BaseRequest, BaseResponse
+from sheaf_core.errors import FieldProblem, InvalidRequest
+from sheaf_core.registry import ContractEntry
+from sheaf_core.spec import ModelSpec
+from sheaf_server.engine.batcher import DynamicBatcher
+from sheaf_server.engine.errors import BackendFailed, ModelNotReady, RequestInvalid
+
+log = logging.getLogger("sheaf.engine")
+
+
+class ModelState(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class ModelRuntime:
+    """Serves one `ModelSpec`. Build it with a constructed (not loaded) backend."""
+
+    def __init__(self, spec: ModelSpec, backend: Backend[Any, Any], contract: ContractEntry,
+                 default_timeout_s: float) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.contract = contract
+        self.timeout_s = spec.timeout_s or default_timeout_s
+        self.state = ModelState.LOADING
+        self.reason: str | None = "loading weights"
+        self.load_seconds: float | None = None
+        self.batcher = DynamicBatcher(spec.name, self.run_batch, spec.batching)
+        self._validate_json = contract.request.model_validate_json
+        self._serialize = contract.response.__pydantic_serializer__.to_json
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Run `backend.load()` in a thread; a failure marks this model failed, not the server."""
+        started = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.backend.load)
+        except Exception as exc:
+            self.state = ModelState.FAILED
+            self.reason = f"load failed: {type(exc).__name__}: {exc}"
+            log.error("model %r failed to load:\n%s", self.name, traceback.format_exc())
+            return
+        self.load_seconds = time.perf_counter() - started
+        self.state, self.reason = ModelState.READY, None
+        log.info("model %r ready in %.2fs", self.name, self.load_seconds)
+
+    def ensure_ready(self) -> None:
+        if self.state is not ModelState.READY:
+            raise ModelNotReady(f"model {self.name!r} is not ready: {self.reason}",
+                                retry_after=5 if self.state is ModelState.LOADING else 60)
+
+    # -- the request path --------------------------------------------------------------------
+
+    def parse(self, body: bytes | str) -> BaseRequest:
+        """Validate a JSON body against the contract, then against this model (422 if not)."""
+        try:
+            request = self._validate_json(body)
+        except ValidationError as exc:
+            raise RequestInvalid("the request body is invalid",
+                                 problems=problems_from(exc)) from None
+        self.check(request)
+        return request
+
+    def check(self, request: BaseRequest) -> None:
+        """Model-level checks of an already typed request."""
+        if request.model_name is not None and request.model_name != self.name:
+            raise RequestInvalid("the request names another model", problems=[FieldProblem(
+                "model_name", f"is {request.model_name!r} but this route serves {self.name!r}")])
+        try:
+            self.backend.validate_request(request)
+        except InvalidRequest as exc:
+            raise RequestInvalid("this model cannot answer the request",
+                                 problems=exc.problems) from None
+
+    async def predict(self, request: BaseRequest, request_id: str,
+                      timeout_s: float | None = None) -> BaseResponse:
+        """Batch the request with others and return its response, stamped with the id."""
+        self.ensure_ready()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout_s or self.timeout_s)
+        response: BaseResponse = await self.batcher.submit(request, deadline)
+        response.request_id = request_id
+        response.model_name = self.name
+        return response
+
+    def encode(self, response: BaseResponse) -> bytes:
+        return self._serialize(response)
+
+    def run_batch(self, requests: Sequence[BaseRequest]) -> list[Any]:
+        """Worker-thread side: one backend call; on failure, retry each request alone so a
+        single bad request fails by itself and the rest of its batch is still answered."""
+        try:
+            return self._call_backend(requests)
+        except Exception as exc:
+            if len(requests) == 1:
+                return [self._failure(exc)]
+        results: list[Any] = []
+        for request in requests:
+            try:
+                results.extend(self._call_backend([request]))
+            except Exception as exc:
+                results.append(self._failure(exc))
+        return results
+
+    def _call_backend(self, requests: Sequence[BaseRequest]) -> list[Any]:
+        responses = self.backend.predict(requests)
+        if len(responses) != len(requests):
+            raise RuntimeError(f"backend {self.spec.backend!r} returned {len(responses)} "
+                               f"responses for {len(requests)} requests")
+        return list(responses)
+
+    def _failure(self, exc: Exception) -> Exception:
+        if isinstance(exc, InvalidRequest):
+            return RequestInvalid("this model cannot answer the request", problems=exc.problems)
+        log.error("backend %r of model %r failed:\n%s", self.spec.backend, self.name,
+                  "".join(traceback.format_exception(exc)))
+        return BackendFailed(f"model {self.name!r} failed while answering; the error is in "
+                             "the server log under this request id")
+
+    def describe(self) -> dict[str, Any]:
+        """The model's entry in the listing (GET /models)."""
+        info: dict[str, Any] = {
+            "name": self.name,
+            "backend": self.spec.backend,
+            "model_type": self.contract.model_type,
+            "state": self.state.value,
+            "reason": self.reason,
+            "batching": self.spec.batching.model_dump(),
+            "timeout_s": self.timeout_s,
+        }
+        if self.state is ModelState.READY:
+            try:
+                info["details"] = self.backend.describe()
+            except Exception as exc:  # describe is informative only
+                info["details"] = {"error": str(exc)}
+        return info
+
+
+def problems_from(exc: ValidationError) -> list[FieldProblem]:
+    """Pydantic errors as field problems; union-branch tags are dropped from locations."""
+    problems = []
+    seen: set[tuple[str, str]] = set()
+    for error in exc.errors(include_url=False):
+        parts = [str(p) for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
+        field = ".".join(parts) or "body"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling against the model's request schema)"
+        if (field, message) not in seen:
+            seen.add((field, message))
+            problems.append(FieldProblem(field, message, error["type"]))
+    return problems
