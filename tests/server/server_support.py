@@ -1,0 +1,88 @@
+"""A real uvicorn server on 127.0.0.1 (port 0) in a thread, and test backends registered as
+an in-process plugin through the same hooks as installed ones."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+from pydantic import BaseModel, ConfigDict
+
+from sheaf_core import TimeSeriesRequest, TimeSeriesResponse, hookimpl
+from sheaf_core.builtin.baseline import BaselineForecaster
+
+POISON = 666.0
+GATES: dict[str, threading.Event] = {}
+
+
+class SlowSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    delay_s: float = 0.0
+    gate: str | None = None  # load() waits for GATES[gate]
+    fail_load: bool = False
+
+
+class ScriptedBackend(BaselineForecaster):
+    """The baseline, plus: a poison value that raises, a per-batch delay, a gated or failing
+    load, and a record of the batch sizes it saw."""
+
+    Settings = SlowSettings
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.batch_sizes: list[int] = []
+
+    def load(self) -> None:
+        if self.settings.fail_load:
+            raise RuntimeError("weights are corrupt")
+        if self.settings.gate:
+            assert GATES[self.settings.gate].wait(30)
+        super().load()
+
+    def _season(self, request: TimeSeriesRequest) -> int:
+        return 1
+
+    def predict(self, requests: Sequence[TimeSeriesRequest]) -> list[TimeSeriesResponse]:
+        self.batch_sizes.append(len(requests))
+        if self.settings.delay_s:
+            time.sleep(self.settings.delay_s)
+        if any(POISON in r.target_series() for r in requests):
+            raise RuntimeError("secret internal detail")
+        return super().predict(requests)
+
+
+class ScriptedPlugin:
+    __name__ = "server-tests"
+
+    @hookimpl
+    def sheaf_register_backends(self, register):  # type: ignore[no-untyped-def]
+        register("test", ScriptedBackend)
+
+
+@contextmanager
+def serving(app: object, wait_ready: bool = True) -> Iterator[httpx.Client]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                          timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20)
+    try:
+        if wait_ready:
+            for _ in range(400):
+                if client.get("/ready").status_code == 200:
+                    break
+                time.sleep(0.01)
+        yield client
+    finally:
+        client.close()
+        server.should_exit = True
+        thread.join(20)

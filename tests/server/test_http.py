@@ -1,0 +1,264 @@
+"""The HTTP behaviour of tier 1, against a real uvicorn server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+
+from server_support import GATES, POISON, ScriptedPlugin, serving
+from sheaf_core import ModelSpec, ServerSettings
+from sheaf_server import build_app
+
+BODY = {"history": [1.0, 2.0, 3.0, 4.0], "horizon": 3}
+
+
+def spec(name: str = "m", **kwargs: object) -> ModelSpec:
+    return ModelSpec(name=name, backend="test", **kwargs)
+
+
+def app(*specs: ModelSpec, **settings: object):  # type: ignore[no-untyped-def]
+    return build_app(list(specs), settings=ServerSettings(**settings), plugins=[ScriptedPlugin()])
+
+
+def test_predict_returns_the_typed_response_with_the_request_id() -> None:
+    with serving(app(spec())) as client:
+        response = client.post("/m/predict", json={**BODY, "output_mode": "quantiles"},
+                               headers={"X-Request-ID": "req-42"})
+        assert response.status_code == 200
+        assert response.headers["x-request-id"] == "req-42"
+        body = response.json()
+        assert body["request_id"] == "req-42" and body["model_name"] == "m"
+        assert body["mean"] == [4.0, 4.0, 4.0] and set(body["quantiles"]) == {"0.1", "0.5", "0.9"}
+
+
+def test_a_request_id_is_generated_or_taken_from_the_body() -> None:
+    with serving(app(spec())) as client:
+        generated = client.post("/m/predict", json=BODY)
+        assert len(generated.headers["x-request-id"]) == 32
+        assert generated.json()["request_id"] == generated.headers["x-request-id"]
+        from_body = client.post("/m/predict", json={**BODY, "request_id": "mine-1"})
+        assert from_body.headers["x-request-id"] == "mine-1"
+        assert client.get("/health").headers["x-request-id"]
+
+
+def test_invalid_body_is_a_422_naming_each_field() -> None:
+    with serving(app(spec())) as client:
+        response = client.post("/m/predict", json={"history": [1, "x"], "horizon": 0,
+                                                   "colour": 1}, headers={"X-Request-ID": "r1"})
+        assert response.status_code == 422
+        body = response.json()
+        assert body["error"] == "invalid_request" and body["request_id"] == "r1"
+        assert {d["field"] for d in body["details"]} == {"history.1", "horizon", "colour"}
+        not_json = client.post("/m/predict", content=b"{nope")
+        assert not_json.status_code == 422 and not_json.json()["details"][0]["field"] == "body"
+        wrong_model = client.post("/m/predict", json={**BODY, "model_name": "other"})
+        assert wrong_model.json()["details"][0]["field"] == "model_name"
+
+
+def test_a_backend_refusal_is_a_422_naming_the_field() -> None:
+    with serving(app(spec())) as client:
+        response = client.post("/m/predict", json={**BODY, "past_covariates": {"t": [1] * 4}})
+        assert response.status_code == 422
+        assert response.json()["details"][0]["field"] == "past_covariates"
+
+
+def test_unknown_model_is_a_404_listing_the_served_ones() -> None:
+    with serving(app(spec())) as client:
+        for response in (client.post("/nope/predict", json=BODY), client.get("/nope/ready")):
+            assert response.status_code == 404
+            assert "served models: m" in response.json()["message"]
+
+
+def test_a_body_over_the_limit_is_a_413() -> None:
+    with serving(app(spec(), max_body_bytes=2048)) as client:
+        response = client.post("/m/predict", json={"history": [1.0] * 2000, "horizon": 1})
+        assert response.status_code == 413
+        assert response.json()["error"] == "payload_too_large"
+
+        def chunks():  # no Content-Length: counted while reading
+            yield b'{"history": [' + b"1.0," * 1000
+            yield b"1.0], " + b'"horizon": 1}'
+
+        assert client.post("/m/predict", content=chunks()).status_code == 413
+
+
+def test_a_backend_failure_is_a_500_without_internals_and_the_next_request_is_served() -> None:
+    with serving(app(spec())) as client:
+        failed = client.post("/m/predict", json={"history": [1.0, POISON], "horizon": 1},
+                             headers={"X-Request-ID": "boom-1"})
+        assert failed.status_code == 500
+        body = failed.json()
+        assert body["error"] == "backend_error" and body["request_id"] == "boom-1"
+        assert "secret" not in failed.text and "Traceback" not in failed.text
+        assert client.post("/m/predict", json=BODY).status_code == 200
+
+
+def test_a_poisoned_request_fails_alone_when_batched_with_good_ones() -> None:
+    application = app(spec(batching={"max_batch_size": 8, "max_wait_ms": 100}))
+    with serving(application) as client:
+        bodies = [BODY] * 5 + [{"history": [POISON], "horizon": 1}]
+        codes = _concurrent_posts(client, "/m/predict", bodies)
+        assert sorted(codes) == [200] * 5 + [500]
+
+
+def test_readiness_is_503_with_the_reason_until_loaded() -> None:
+    GATES["slow-load"] = threading.Event()
+    application = app(spec("slow", backend_kwargs={"gate": "slow-load"}), spec("fast"))
+    with serving(application, wait_ready=False) as client:
+        assert client.get("/fast/ready").status_code in (200, 503)
+        slow = client.get("/slow/ready")
+        assert slow.status_code == 503 and slow.json()["reason"] == "loading weights"
+        assert client.get("/ready").status_code == 503
+        refused = client.post("/slow/predict", json=BODY)
+        assert refused.status_code == 503 and refused.headers["retry-after"]
+        GATES["slow-load"].set()
+        _wait_for(lambda: client.get("/ready").status_code == 200)
+        assert client.get("/slow/ready").status_code == 200
+        assert client.post("/slow/predict", json=BODY).status_code == 200
+
+
+def test_a_model_whose_load_failed_keeps_the_others_serving() -> None:
+    application = app(spec("bad", backend_kwargs={"fail_load": True}), spec("good"))
+    with serving(application) as client:
+        bad = client.get("/bad/ready")
+        assert bad.status_code == 503 and "weights are corrupt" in bad.json()["reason"]
+        assert client.post("/bad/predict", json=BODY).status_code == 503
+        assert client.post("/good/predict", json=BODY).status_code == 200
+        ready = client.get("/ready").json()
+        assert ready["ready"] is True and ready["models"]["bad"]["state"] == "failed"
+
+
+def test_a_full_queue_is_a_503_with_retry_after() -> None:
+    policy = {"max_batch_size": 1, "max_wait_ms": 0, "max_queue_size": 2}
+    application = app(spec(backend_kwargs={"delay_s": 0.3}, batching=policy))
+    with serving(application) as client:
+        codes = _concurrent_posts(client, "/m/predict", [BODY] * 8, want_headers=True)
+        assert sum(1 for c, _ in codes if c == 503) >= 3
+        assert all(h.get("retry-after") for c, h in codes if c == 503)
+        assert any(c == 200 for c, _ in codes)
+
+
+def test_a_request_past_its_deadline_is_a_504() -> None:
+    application = app(spec(backend_kwargs={"delay_s": 0.5}, timeout_s=0.2))
+    with serving(application) as client:
+        response = client.post("/m/predict", json=BODY)
+        assert response.status_code == 504 and response.json()["error"] == "deadline_exceeded"
+        time.sleep(0.4)  # let the slow batch finish; the model serves again
+        application.state.engine.models["m"].backend.settings.delay_s = 0
+        assert client.post("/m/predict", json=BODY).status_code == 200
+
+
+def test_batches_form_under_concurrency() -> None:
+    application = app(spec(backend_kwargs={"delay_s": 0.05},
+                           batching={"max_batch_size": 16, "max_wait_ms": 20}))
+    with serving(application) as client:
+        codes = _concurrent_posts(client, "/m/predict", [BODY] * 32)
+        assert codes == [200] * 32
+    sizes = application.state.engine.models["m"].backend.batch_sizes
+    assert max(sizes) > 1 and sum(sizes) == 32
+
+
+def test_bucket_by_keeps_unequal_keys_apart() -> None:
+    application = app(spec(backend_kwargs={"delay_s": 0.05}, batching={
+        "max_batch_size": 16, "max_wait_ms": 50, "bucket_by": ["horizon"]}))
+    with serving(application) as client:
+        bodies = [{**BODY, "horizon": 1 + i % 2} for i in range(12)]
+        responses = _concurrent_posts(client, "/m/predict", bodies, want_json=True)
+        assert all(len(r["mean"]) == b["horizon"] for r, b in zip(responses, bodies,
+                                                                   strict=True))
+    model = application.state.engine.models["m"]
+    assert max(model.backend.batch_sizes) > 1
+    assert sum(model.batcher.stats.batch_sizes.values()) >= 2  # at least one per bucket
+
+
+def test_a_client_that_disconnects_before_dispatch_is_dropped() -> None:
+    application = app(spec(backend_kwargs={"delay_s": 0.4},
+                           batching={"max_batch_size": 1, "max_wait_ms": 0}))
+    with serving(application) as client:
+        base = str(client.base_url)
+
+        async def scenario() -> None:
+            async with httpx.AsyncClient(base_url=base) as ac:
+                first = asyncio.create_task(ac.post("/m/predict", json=BODY))
+                await asyncio.sleep(0.1)  # first occupies the backend
+                with pytest.raises(httpx.TimeoutException):
+                    await ac.post("/m/predict", json={**BODY, "horizon": 7}, timeout=0.1)
+                assert (await first).status_code == 200
+
+        asyncio.run(scenario())
+        time.sleep(0.6)
+    model = application.state.engine.models["m"]
+    assert model.backend.batch_sizes == [1]  # the abandoned request never ran
+    assert model.batcher.stats.dropped == 1
+
+
+def test_sagemaker_invocations_and_ping() -> None:
+    with serving(app(spec("a"), spec("b"), default_model="b")) as client:
+        assert client.get("/ping").status_code == 200
+        assert client.post("/invocations", json=BODY).json()["model_name"] == "b"
+        targeted = client.post("/invocations", json=BODY,
+                               headers={"X-Amzn-SageMaker-Target-Model": "a"})
+        assert targeted.json()["model_name"] == "a"
+    with serving(app(spec("a"), spec("b"))) as client:
+        assert client.post("/invocations", json={**BODY, "model_name": "a"}).status_code == 200
+        missing = client.post("/invocations", json=BODY)
+        assert missing.status_code == 422 and missing.json()["details"][0]["field"] == "model_name"
+
+
+def test_openapi_has_typed_request_and_response_per_model_and_a_listing() -> None:
+    with serving(app(spec("a"), spec("b"))) as client:
+        document = client.get("/openapi.json").json()
+        for name in ("a", "b"):
+            operation = document["paths"][f"/{name}/predict"]["post"]
+            assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/TimeSeriesRequest"}
+            ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+            assert ok == {"$ref": "#/components/schemas/TimeSeriesResponse"}
+            assert "422" in operation["responses"] and "503" in operation["responses"]
+        assert "horizon" in document["components"]["schemas"]["TimeSeriesRequest"]["properties"]
+        assert client.get("/docs").status_code == 200
+        listing = client.get("/models").json()["models"]
+        assert [m["name"] for m in listing] == ["a", "b"]
+        assert "history" in listing[0]["request_schema"]["properties"]
+        assert "mean" in listing[0]["response_schema"]["properties"]
+
+
+def test_shutdown_drains_in_flight_requests() -> None:
+    application = app(spec(backend_kwargs={"delay_s": 0.3},
+                           batching={"max_batch_size": 4, "max_wait_ms": 0}))
+    results: list[int] = []
+    with serving(application) as client:
+        url = f"{client.base_url}/m/predict"
+        threads = [threading.Thread(target=lambda: results.append(
+            httpx.post(url, json=BODY, timeout=20).status_code)) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join(10)
+    assert results == [200] * 6
+
+
+def _concurrent_posts(client: httpx.Client, path: str, bodies: list[dict],
+                      want_headers: bool = False, want_json: bool = False) -> list:
+    async def run() -> list:
+        async with httpx.AsyncClient(base_url=str(client.base_url), timeout=20) as ac:
+            responses = await asyncio.gather(*(ac.post(path, json=b) for b in bodies))
+        if want_json:
+            return [r.json() for r in responses]
+        if want_headers:
+            return [(r.status_code, r.headers) for r in responses]
+        return [r.status_code for r in responses]
+
+    return asyncio.run(run())
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
