@@ -8,8 +8,8 @@ import time
 
 import httpx
 import pytest
-
 from server_support import GATES, POISON, ScriptedPlugin, serving
+
 from sheaf_core import ModelSpec, ServerSettings
 from sheaf_server import build_app
 

@@ -4,8 +4,10 @@ Batching: one pipeline call per batch at the batch's longest horizon; each reque
 own horizon (a prefix: the models forecast step by step, so a prefix is exactly what the
 request would get alone), its own history length (the pipeline left-pads) and its own
 quantile levels (taken from the model's quantile grid, interpolated between neighbours).
-Chronos-2 conditions its first output patches on how many patches it is asked for, so its
-batches are split by output-patch count (e.g. horizons 1-16 share a call, 17-32 the next).
+Chronos-2 conditions its first output patches on how many patches it is asked for, and its
+pipeline takes only inputs of one shape per call (same number of target rows, same
+covariate names), so a Chronos-2 batch is split into such homogeneous groups, one call each
+(e.g. univariate requests with horizons 1-16 and no covariates share one call).
 """
 
 from __future__ import annotations
@@ -152,9 +154,9 @@ class ChronosBackend(Backend[TimeSeriesRequest, TimeSeriesResponse]):
     def _predict_chronos2(self, requests: Sequence[TimeSeriesRequest]
                           ) -> list[TimeSeriesResponse]:
         patch = self.pipeline.model_output_patch_size
-        groups: dict[int, list[int]] = defaultdict(list)
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
-            groups[math.ceil(r.horizon / patch)].append(i)
+            groups[_chronos2_group(r, patch)].append(i)
         answers: list[TimeSeriesResponse | None] = [None] * len(requests)
         for members in groups.values():
             horizon = max(requests[i].horizon for i in members)
@@ -211,6 +213,16 @@ def _response(request: TimeSeriesRequest, mean: Any, quantiles: Any,
     return TimeSeriesResponse(horizon=request.horizon, frequency=request.frequency,
                               output_mode=request.output_mode, mean=mean, quantiles=quantiles,
                               samples=samples, timestamps=forecast_timestamps(request))
+
+
+def _chronos2_group(request: TimeSeriesRequest, patch: int) -> tuple[Any, ...]:
+    """Requests with equal keys can share one Chronos-2 call and answer as if alone."""
+    past = sorted(request.past_covariates or ())
+    if request.is_multivariate and not request.joint:
+        past += [f"__variate_{j}" for j in range(request.n_variates)
+                 if j != request.target_index]
+    return (math.ceil(request.horizon / patch), request.n_variates if request.joint else 1,
+            tuple(sorted(past)), tuple(sorted(request.future_covariates or ())))
 
 
 def _chronos2_input(request: TimeSeriesRequest, horizon: int) -> dict[str, Any]:

@@ -1,0 +1,75 @@
+"""The `sheaf-server` executable, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent / "sheaf-server"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_serve_a_yaml_file_and_shut_down_cleanly(tmp_path: Path) -> None:
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - name: forecaster\n    backend: baseline\n"
+                      "    batching: {max_batch_size: 8, max_wait_ms: 1}\n")
+    port = free_port()
+    process = subprocess.Popen([str(BIN), "serve", str(config), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        response = httpx.post(f"{url}/forecaster/predict",
+                              json={"history": [1, 2, 3], "horizon": 2})
+        assert response.status_code == 200 and response.json()["mean"] == [3, 3]
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why
+    assert process.returncode in (0, -15), output
+    assert "serving forecaster" in output
+    assert "Application shutdown complete" in output
+
+
+def test_a_bad_config_fails_at_start_naming_model_and_field(tmp_path: Path) -> None:
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - name: fc\n    backend: baseline\n"
+                      "    backend_kwargs: {season_lenght: 7}\n")
+    result = subprocess.run([str(BIN), "serve", str(config), "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "model 'fc'" in result.stderr and "season_lenght" in result.stderr
+
+
+def test_openapi_is_written_without_loading_a_model(tmp_path: Path) -> None:
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - name: fc\n    backend: chronos\n"
+                      "    backend_kwargs: {model_id: /nonexistent/weights}\n")
+    out = tmp_path / "openapi.json"
+    subprocess.run([str(BIN), "openapi", str(config), "-o", str(out)], check=True, timeout=60)
+    document = json.loads(out.read_text())
+    assert "/fc/predict" in document["paths"]
+    assert "TimeSeriesRequest" in document["components"]["schemas"]
+
+
+def test_plugins_lists_backends_with_distribution_and_version() -> None:
+    result = subprocess.run([str(BIN), "plugins"], capture_output=True, text=True, check=True)
+    assert "baseline" in result.stdout and "sheaf-core 0.1.0" in result.stdout
+    assert "chronos" in result.stdout and "sheaf-backend-chronos 0.1.0" in result.stdout
