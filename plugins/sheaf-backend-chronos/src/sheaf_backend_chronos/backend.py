@@ -236,7 +236,7 @@ def _chronos2_input(request: TimeSeriesRequest, horizon: int) -> dict[str, Any]:
     if request.joint:
         target = variates
     else:
-        index = request.target_index or 0 if request.is_multivariate else 0
+        index = request.target_index or 0  # 0 for univariate history (one row)
         target = variates[index]
         for j in range(len(variates)):
             if j != index:

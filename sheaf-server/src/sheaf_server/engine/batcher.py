@@ -95,8 +95,7 @@ class DynamicBatcher:
             bucket = self._buckets[key] = deque()
         bucket.append(item)
         self._queued += 1
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+        self._wake()
         try:
             async with asyncio.timeout_at(deadline):
                 return await item.future
