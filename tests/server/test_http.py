@@ -73,6 +73,15 @@ def test_unknown_model_is_a_404_listing_the_served_ones() -> None:
             assert "served models: m" in response.json()["message"]
 
 
+def test_a_predict_route_answers_other_methods_with_a_405() -> None:
+    with serving(app(spec())) as client:
+        response = client.get("/m/predict", headers={"X-Request-ID": "r405"})
+        assert response.status_code == 405 and response.headers["allow"] == "POST"
+        assert response.json() == {"error": "method_not_allowed", "message": "Method Not Allowed",
+                                   "request_id": "r405", "details": []}
+        assert client.post("/m/predict", json=BODY).status_code == 200
+
+
 def test_a_body_over_the_limit_is_a_413() -> None:
     with serving(app(spec(), max_body_bytes=2048)) as client:
         response = client.post("/m/predict", json={"history": [1.0] * 2000, "horizon": 1})
@@ -158,8 +167,11 @@ def test_batches_form_under_concurrency() -> None:
     with serving(application) as client:
         codes = _concurrent_posts(client, "/m/predict", [BODY] * 32)
         assert codes == [200] * 32
+        stats = client.get("/models/m").json()["stats"]
     sizes = application.state.engine.models["m"].backend.batch_sizes
     assert max(sizes) > 1 and sum(sizes) == 32
+    assert stats["requests"] == 32 and stats["batches"] == len(sizes)
+    assert stats["max_batch_size"] == max(sizes) and stats["mean_batch_size"] > 1
 
 
 def test_bucket_by_keeps_unequal_keys_apart() -> None:

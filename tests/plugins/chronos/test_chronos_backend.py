@@ -1,4 +1,4 @@
-"""The chronos backend on tiny Chronos-Bolt and Chronos-2 models built and saved here,
+"""The chronos backend on tiny Chronos, Chronos-Bolt and Chronos-2 models built and saved here,
 loaded through chronos-forecasting's real `BaseChronosPipeline.from_pretrained`."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sheaf_backend_chronos.backend import ChronosBackend
-from sheaf_backend_chronos.testing import save_tiny_bolt, save_tiny_chronos2
+from sheaf_backend_chronos.testing import save_tiny_bolt, save_tiny_chronos, save_tiny_chronos2
 from sheaf_core import InvalidRequest, ModelSpec, TimeSeriesRequest
 from sheaf_core.testing import BackendConformance
 
@@ -188,3 +188,38 @@ def test_served_over_http(bolt_dir: Path) -> None:
         assert refused.json()["details"][0]["field"] == "output_mode"
         listing = client.get("/models/bolt").json()
         assert listing["details"]["family"] == "chronos-bolt"
+
+
+def test_original_chronos_samples_once_per_batch_and_answers_every_mode(
+        tmp_path: Path) -> None:
+    from chronos import ChronosPipeline
+
+    backend = ChronosBackend(model_id=str(save_tiny_chronos(tmp_path)), num_samples=20)
+    backend.load()
+    assert isinstance(backend.pipeline, ChronosPipeline) and backend.kind == "chronos"
+    requests = [
+        TimeSeriesRequest(history=series(40, 1), horizon=5),
+        TimeSeriesRequest(history=series(70, 2), horizon=16, output_mode="quantiles",
+                          quantile_levels=[0.1, 0.5, 0.9]),
+        TimeSeriesRequest(history=series(20, 3), horizon=8, output_mode="samples",
+                          num_samples=30),
+    ]
+    calls = []
+    original = backend.pipeline.predict
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append((kwargs["prediction_length"], kwargs["num_samples"]))
+        return original(*args, **kwargs)
+
+    backend.pipeline.predict = counting
+    mean, quantiles, samples = backend.predict(requests)
+    assert calls == [(16, 30)]  # the longest horizon, the most draws any request needs
+    assert len(mean.mean) == 5 and mean.quantiles is None and mean.samples is None
+    q = quantiles.quantiles
+    assert list(q) == ["0.1", "0.5", "0.9"] and all(len(v) == 16 for v in q.values())
+    assert all(lo <= mid <= hi for lo, mid, hi in zip(q["0.1"], q["0.5"], q["0.9"],
+                                                      strict=True))
+    assert len(samples.samples) == 30 and all(len(path) == 8 for path in samples.samples)
+    assert samples.mean == pytest.approx([sum(step) / 30 for step in zip(*samples.samples,
+                                                                         strict=True)],
+                                         rel=1e-4)

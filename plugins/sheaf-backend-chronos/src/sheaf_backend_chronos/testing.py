@@ -42,6 +42,30 @@ def save_bolt_tiny_shape(directory: str | Path, *, seed: int = 0) -> Path:
                           patch_size=16)
 
 
+def save_tiny_chronos(directory: str | Path, *, seed: int = 0) -> Path:
+    """Save a tiny original (tokenised, sampling) Chronos T5 model: 64 tokens, context 64,
+    prediction length 16, 20 samples by default."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    n_tokens = 64
+    config = T5Config(
+        d_model=32, d_kv=8, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2,
+        vocab_size=n_tokens, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+        chronos_pipeline_class="ChronosPipeline",
+        chronos_config={
+            "tokenizer_class": "MeanScaleUniformBins",
+            "tokenizer_kwargs": {"low_limit": -15.0, "high_limit": 15.0},
+            "context_length": 64, "prediction_length": 16, "n_tokens": n_tokens,
+            "n_special_tokens": 2, "pad_token_id": 0, "eos_token_id": 1,
+            "use_eos_token": True, "model_type": "seq2seq", "num_samples": 20,
+            "temperature": 1.0, "top_k": 50, "top_p": 1.0,
+        },
+    )
+    return _save(T5ForConditionalGeneration(config), directory)
+
+
 def save_tiny_chronos2(directory: str | Path, *, seed: int = 0) -> Path:
     """Save a tiny Chronos-2 model (context 128, output patch 8, up to 4 output patches)."""
     import torch

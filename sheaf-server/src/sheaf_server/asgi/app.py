@@ -27,6 +27,7 @@ from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig
 from sheaf_server import __version__
 from sheaf_server.asgi.body import read_body
 from sheaf_server.asgi.errors import ERROR_RESPONSES, error_response
+from sheaf_server.asgi.fast_path import FastPathMiddleware, Handler, render_error
 from sheaf_server.asgi.openapi import build_openapi, request_body
 from sheaf_server.asgi.request_id import GENERATED_KEY, STATE_KEY, RequestIdMiddleware
 from sheaf_server.engine import ClientGone, Engine, EngineError, ModelNotFound, ModelRuntime
@@ -67,7 +68,12 @@ def create_app(engine: Engine) -> FastAPI:
     app = FastAPI(title="Sheaf", version=__version__, lifespan=lifespan,
                   description="Typed inference endpoints for non-text foundation models.")
     app.state.engine = engine
-    app.add_middleware(RequestIdMiddleware)
+    hot_paths: dict[str, Handler] = {
+        f"/{name}/predict": partial(_predict, engine=engine, runtime=runtime)
+        for name, runtime in engine.models.items()}
+    hot_paths["/invocations"] = partial(_invocations, engine=engine)
+    app.add_middleware(FastPathMiddleware, handlers=hot_paths)
+    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so the fast path has ids
     _add_error_handlers(app)
     _add_server_routes(app, engine)
     for runtime in engine.models.values():
@@ -178,11 +184,15 @@ def _add_server_routes(app: FastAPI, engine: Engine) -> None:
               summary="SageMaker inference: predict with the default model (or the model "
               "named by X-Amzn-SageMaker-Target-Model or the body's model_name)")
     async def invocations(request: Request) -> Response:
-        body = await read_body(request, engine.settings.max_body_bytes)
-        name = request.headers.get(SAGEMAKER_TARGET) or engine.default_model
-        if name is None:
-            name = _model_name_in(body)
-        return await _predict(request, engine, engine.model(name), body)
+        return await _invocations(request, engine)
+
+
+async def _invocations(request: Request, engine: Engine) -> Response:
+    body = await read_body(request, engine.settings.max_body_bytes)
+    name = request.headers.get(SAGEMAKER_TARGET) or engine.default_model
+    if name is None:
+        name = _model_name_in(body)
+    return await _predict(request, engine, engine.model(name), body)
 
 
 def _model_name_in(body: bytes) -> str:
@@ -224,19 +234,19 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EngineError)
     async def engine_error(request: Request, exc: EngineError) -> Response:
-        return error_response(exc, rid(request))
+        return render_error(exc, request.scope)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         error = EngineError(str(exc.detail))
         error.status, error.code = exc.status_code, _code(exc.status_code)
-        return error_response(error, rid(request))
+        response = error_response(error, rid(request))
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error (request id %s)", rid(request))
-        return error_response(EngineError("internal server error; the request id finds "
-                                          "the error in the server log"), rid(request))
+        return render_error(exc, request.scope)
 
 
 def _code(status: int) -> str:

@@ -42,6 +42,21 @@ class BatcherStats:
     rejected: int = 0
     batch_seconds: float = 0.01  # running estimate, used for Retry-After
 
+    def summary(self, queued: int) -> dict[str, Any]:
+        """Counters as JSON: what a client reads to see whether batches really form."""
+        batches = sum(self.batch_sizes.values())
+        requests = sum(size * count for size, count in self.batch_sizes.items())
+        return {
+            "queued": queued,
+            "batches": batches,
+            "requests": requests,
+            "mean_batch_size": round(requests / batches, 2) if batches else None,
+            "max_batch_size": max(self.batch_sizes, default=None),
+            "dropped": self.dropped,
+            "rejected": self.rejected,
+            "recent_batch_ms": round(self.batch_seconds * 1000, 2),
+        }
+
 
 class DynamicBatcher:
     """Collects requests into batches for `run_batch` according to a `BatchingPolicy`."""
@@ -199,27 +214,30 @@ class DynamicBatcher:
     async def _execute(self, batch: list[_Item]) -> None:
         assert self._slots is not None
         loop = asyncio.get_running_loop()
-        try:
-            if not batch:
-                return
-            self.stats.batch_sizes[len(batch)] += 1
-            started = loop.time()
-            try:
-                results = await loop.run_in_executor(
-                    self._executor, self._run_batch, [item.request for item in batch])
-            except BaseException as exc:
-                results = [exc] * len(batch)
-            elapsed = loop.time() - started
-            self.stats.batch_seconds = 0.8 * self.stats.batch_seconds + 0.2 * elapsed
-            for item, result in zip(batch, results, strict=True):
-                if item.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    item.future.set_exception(result)
-                else:
-                    item.future.set_result(result)
-        finally:
+        if not batch:
             self._slots.release()
+            return
+        self.stats.batch_sizes[len(batch)] += 1
+        started = loop.time()
+        try:
+            results = await loop.run_in_executor(
+                self._executor, self._run_batch, [item.request for item in batch])
+        except BaseException as exc:
+            results = [exc] * len(batch)
+        finally:
+            # Free the slot before answering: the dispatcher's wake-up is then queued ahead
+            # of the callers', so the next batch starts before this one's responses are
+            # encoded and written, and the backend does not idle meanwhile.
+            self._slots.release()
+        elapsed = loop.time() - started
+        self.stats.batch_seconds = 0.8 * self.stats.batch_seconds + 0.2 * elapsed
+        for item, result in zip(batch, results, strict=True):
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
 
 
 def _hashable(value: Any) -> Hashable:

@@ -152,6 +152,7 @@ class ModelRuntime:
             "reason": self.reason,
             "batching": self.spec.batching.model_dump(),
             "timeout_s": self.timeout_s,
+            "stats": self.batcher.stats.summary(queued=self.batcher.queued),
         }
         if self.state is ModelState.READY:
             try:
