@@ -1,10 +1,11 @@
-"""Hand the hottest routes (POST /{name}/predict) to their handler without FastAPI's layers.
+"""Hand the hottest routes (POST /{name}/predict, /invocations) straight to their handler.
 
 Why: on a small model, FastAPI's per-request machinery — route matching over every route,
 dependency solving, the exception and exit-stack wrappers — cost more than parsing, batching
 and the backend together (py-spy, bench/results/serve_overhead.md). The routes stay
 registered with FastAPI, so OpenAPI documents them and any request this layer does not take
-(another method, another path) gets FastAPI's normal answer. The handler is the same
+(another method, another path, the app mounted under a prefix) gets FastAPI's normal answer
+through the same handler. The handler is the same
 function the FastAPI route calls; errors map through the same `error_response`.
 """
 
