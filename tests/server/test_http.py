@@ -249,7 +249,12 @@ def test_shutdown_drains_in_flight_requests() -> None:
             httpx.post(url, json=BODY, timeout=20).status_code)) for _ in range(6)]
         for thread in threads:
             thread.start()
-        time.sleep(0.1)
+        model = application.state.engine.models["m"]
+        for _ in range(500):  # until all six reached the server: running or queued
+            if sum(model.backend.batch_sizes) + model.batcher.queued == 6:
+                break
+            time.sleep(0.01)
+        assert sum(model.backend.batch_sizes) + model.batcher.queued == 6
     for thread in threads:
         thread.join(10)
     assert results == [200] * 6
