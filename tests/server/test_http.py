@@ -42,6 +42,10 @@ def test_a_request_id_is_generated_or_taken_from_the_body() -> None:
         assert generated.json()["request_id"] == generated.headers["x-request-id"]
         from_body = client.post("/m/predict", json={**BODY, "request_id": "mine-1"})
         assert from_body.headers["x-request-id"] == "mine-1"
+        refused = client.post("/m/predict", json={**BODY, "request_id": "mine-2",
+                                                  "past_covariates": {"t": [1] * 4}})
+        assert refused.status_code == 422 and refused.json()["request_id"] == "mine-2"
+        assert refused.headers["x-request-id"] == "mine-2"
         assert client.get("/health").headers["x-request-id"]
 
 

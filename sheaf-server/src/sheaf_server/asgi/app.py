@@ -88,15 +88,14 @@ def create_app(engine: Engine) -> FastAPI:
 
 async def _predict(request: Request, engine: Engine, runtime: ModelRuntime,
                    body: bytes | None = None) -> Response:
+    """HTTP around the engine's request path: read the body, watch the connection, and
+    answer under the id the engine settled on."""
     if body is None:
         body = await read_body(request, engine.settings.max_body_bytes)
     state = request.scope["state"]
-    runtime.ensure_ready()
-    parsed = runtime.parse(body)
-    if state[GENERATED_KEY] and parsed.request_id:
-        state[STATE_KEY], state[GENERATED_KEY] = parsed.request_id, False
-    response = await _until_disconnect(request, runtime.predict(parsed, state[STATE_KEY]))
-    return Response(runtime.encode(response), media_type="application/json")
+    state[STATE_KEY], payload = await _until_disconnect(request, runtime.handle(
+        body, state[STATE_KEY], body_id_wins=state[GENERATED_KEY]))
+    return Response(payload, media_type="application/json")
 
 
 async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:

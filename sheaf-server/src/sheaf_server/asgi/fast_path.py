@@ -50,7 +50,10 @@ class FastPathMiddleware:
 
 def render_error(exc: Exception, scope: Scope) -> Response:
     """An `EngineError` as its status and body; anything else as a logged, opaque 500."""
-    request_id = scope.get("state", {}).get(STATE_KEY, "")
+    state = scope.setdefault("state", {})
+    if isinstance(exc, EngineError) and exc.request_id:
+        state[STATE_KEY] = exc.request_id  # the X-Request-ID header follows the body
+    request_id = state.get(STATE_KEY, "")
     if not isinstance(exc, EngineError):
         log.error("unhandled error (request id %s)", request_id, exc_info=exc)
         exc = EngineError("internal server error; the request id finds the error in the "

@@ -20,6 +20,9 @@ class EngineError(Exception):
         self.message = message
         self.retry_after = retry_after
         self.problems = problems or []
+        #: The id the failed request was answered under, when the engine knew it better
+        #: than the host (a `request_id` taken from the body).
+        self.request_id: str | None = None
 
 
 class RequestInvalid(EngineError):

@@ -22,7 +22,7 @@ from sheaf_core.errors import FieldProblem, InvalidRequest
 from sheaf_core.registry import ContractEntry
 from sheaf_core.spec import ModelSpec
 from sheaf_server.engine.batcher import DynamicBatcher
-from sheaf_server.engine.errors import BackendFailed, ModelNotReady, RequestInvalid
+from sheaf_server.engine.errors import BackendFailed, EngineError, ModelNotReady, RequestInvalid
 
 log = logging.getLogger("sheaf.engine")
 
@@ -77,14 +77,12 @@ class ModelRuntime:
     # -- the request path --------------------------------------------------------------------
 
     def parse(self, body: bytes | str) -> BaseRequest:
-        """Validate a JSON body against the contract, then against this model (422 if not)."""
+        """Validate a JSON body against the contract (422 if not); `check` comes next."""
         try:
-            request = self._validate_json(body)
+            return self._validate_json(body)
         except ValidationError as exc:
             raise RequestInvalid("the request body is invalid",
                                  problems=problems_from(exc)) from None
-        self.check(request)
-        return request
 
     def check(self, request: BaseRequest) -> None:
         """Model-level checks of an already typed request."""
@@ -96,6 +94,25 @@ class ModelRuntime:
         except InvalidRequest as exc:
             raise RequestInvalid("this model cannot answer the request",
                                  problems=exc.problems) from None
+
+    async def handle(self, body: bytes | str, request_id: str, *,
+                     body_id_wins: bool = False) -> tuple[str, bytes]:
+        """The whole request path for one JSON body, the same for every host: ready? →
+        parse → check → batch → backend → encode. Returns the id the request was answered
+        under and the JSON. `body_id_wins`: the host generated `request_id` (the caller sent
+        none), so a `request_id` in the body is used instead. An `EngineError` raised here
+        carries that id, so the host's error body and header name it too."""
+        try:
+            self.ensure_ready()
+            request = self.parse(body)
+            if body_id_wins and request.request_id:
+                request_id = request.request_id
+            self.check(request)
+            response = await self.predict(request, request_id)
+            return request_id, self.encode(response)
+        except EngineError as exc:
+            exc.request_id = request_id
+            raise
 
     async def predict(self, request: BaseRequest, request_id: str,
                       timeout_s: float | None = None) -> BaseResponse:
