@@ -1,8 +1,12 @@
 """A real uvicorn server on 127.0.0.1 (port 0) in a thread, and test backends registered as
-an in-process plugin through the same hooks as installed ones."""
+an in-process plugin through the same hooks as installed ones.
+
+The backend is steered through files (gates, a switch for its delay), not objects, so the
+same tests drive it in this process (tier 1) and in Ray replicas (other processes)."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -16,13 +20,13 @@ from sheaf_core import TimeSeriesRequest, TimeSeriesResponse, hookimpl
 from sheaf_core.builtin.baseline import BaselineForecaster
 
 POISON = 666.0
-GATES: dict[str, threading.Event] = {}
 
 
 class SlowSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     delay_s: float = 0.0
-    gate: str | None = None  # load() waits for GATES[gate]
+    fast_after: str | None = None  # once this file exists, no more delay
+    gate: str | None = None  # load() waits until this file exists
     fail_load: bool = False
 
 
@@ -40,7 +44,10 @@ class ScriptedBackend(BaselineForecaster):
         if self.settings.fail_load:
             raise RuntimeError("weights are corrupt")
         if self.settings.gate:
-            assert GATES[self.settings.gate].wait(30)
+            deadline = time.monotonic() + 60
+            while not os.path.exists(self.settings.gate):
+                assert time.monotonic() < deadline, "gate never opened"
+                time.sleep(0.01)
         super().load()
 
     def _season(self, request: TimeSeriesRequest) -> int:
@@ -48,7 +55,8 @@ class ScriptedBackend(BaselineForecaster):
 
     def predict(self, requests: Sequence[TimeSeriesRequest]) -> list[TimeSeriesResponse]:
         self.batch_sizes.append(len(requests))
-        if self.settings.delay_s:
+        fast = self.settings.fast_after and os.path.exists(self.settings.fast_after)
+        if self.settings.delay_s and not fast:
             time.sleep(self.settings.delay_s)
         if any(POISON in r.target_series() for r in requests):
             raise RuntimeError("secret internal detail")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,6 +49,43 @@ def test_serve_a_yaml_file_and_shut_down_cleanly(tmp_path: Path) -> None:
     assert process.returncode in (0, -15), output
     assert "serving forecaster" in output
     assert "Application shutdown complete" in output
+
+
+def test_serve_on_ray_starts_a_local_cluster_and_drains_on_sigterm(tmp_path: Path) -> None:
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - name: forecaster\n    backend: baseline\n"
+                      "    resources: {num_cpus: 0.5}\n")
+    port = free_port()
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must be short
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled",
+           "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+           "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
+    process = subprocess.Popen([str(BIN), "serve", str(config), "--runtime", "ray",
+                                "--port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(process.communicate()[0][-3000:])
+            try:
+                if httpx.get(f"{url}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        response = httpx.post(f"{url}/forecaster/predict",
+                              json={"history": [1, 2, 3], "horizon": 2})
+        assert response.status_code == 200 and response.json()["mean"] == [3, 3]
+        assert response.headers["x-request-id"] == response.json()["request_id"]
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert process.returncode == 0, output
+    assert "serving forecaster on Ray" in output and "draining" in output
 
 
 def test_a_bad_config_fails_at_start_naming_model_and_field(tmp_path: Path) -> None:

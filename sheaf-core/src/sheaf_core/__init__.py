@@ -15,8 +15,12 @@ from sheaf_core.errors import ConfigError, FieldProblem, InvalidRequest, PluginE
 from sheaf_core.hookspecs import hookimpl
 from sheaf_core.registry import Registry, default_registry, discover
 from sheaf_core.spec import (
+    AutoscalingPolicy,
     BatchingPolicy,
     ModelSpec,
+    RayActorOptions,
+    RayPolicy,
+    RayServeSettings,
     ResourcePolicy,
     ServerSettings,
     SheafConfig,
@@ -28,6 +32,7 @@ from sheaf_core.spec import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoscalingPolicy",
     "Backend",
     "BaseRequest",
     "BaseResponse",
@@ -40,6 +45,9 @@ __all__ = [
     "OutputMode",
     "PluginError",
     "ProgressEvent",
+    "RayActorOptions",
+    "RayPolicy",
+    "RayServeSettings",
     "Registry",
     "ResourcePolicy",
     "ServerSettings",

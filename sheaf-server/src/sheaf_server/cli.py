@@ -9,7 +9,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from sheaf_core.errors import ConfigError
@@ -47,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--sagemaker", action="store_true",
                        help="SageMaker container contract: 0.0.0.0:8080, config from "
                        f"$SHEAF_CONFIG or {SAGEMAKER_CONFIG}")
+    serve.add_argument("--runtime", choices=("asgi", "ray"), default="asgi",
+                       help="asgi: one uvicorn process (default); ray: Ray Serve, one "
+                       "deployment per model (needs sheaf-server[ray])")
+    serve.add_argument("--address", help="with --runtime ray: the Ray cluster to join "
+                       "(e.g. ray://head:10001 or auto); default: start a local one")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
 
@@ -85,12 +92,44 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or ("0.0.0.0" if args.sagemaker else settings.host)
     port = args.port if args.port is not None else (
         SAGEMAKER_PORT if args.sagemaker else settings.port)
+    if args.runtime == "ray":
+        return _serve_ray(args, config, host, port)
+    if args.address:
+        raise ConfigError("--address only applies with --runtime ray")
     app = build_app(config)  # constructs every backend: bad kwargs fail here, before binding
     print(f"sheaf-server: serving {', '.join(m.name for m in config.models)} on "
           f"http://{host}:{port} (docs at /docs)", file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level=args.log_level.lower(),
                 access_log=settings.access_log,
                 timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
+    return 0
+
+
+def _serve_ray(args: argparse.Namespace, config: SheafConfig, host: str, port: int) -> int:
+    """Deploy on Ray and stay up until SIGINT/SIGTERM, then drain and remove the app."""
+    for spec in config.models:  # fail fast, before a cluster starts
+        check_spec(spec)
+    try:
+        from sheaf_server.ray import runner
+    except ImportError as exc:
+        raise ConfigError(f"--runtime ray needs Ray: pip install 'sheaf-server[ray]' "
+                          f"({exc})") from None
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    started = runner.connect(args.address, config.server.ray,
+                             **({} if args.address else {"include_dashboard": False}))
+    stop = threading.Event()  # after ray.init, which installs handlers of its own
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        url = runner.deploy(config, host=host, port=port)
+        print(f"sheaf-server: serving {', '.join(m.name for m in config.models)} on Ray at "
+              f"{url} (docs at /docs; models load in the background, see /ready)",
+              file=sys.stderr, flush=True)
+        stop.wait()
+        print("sheaf-server: draining and removing the app", file=sys.stderr, flush=True)
+        runner.undeploy(config)
+    finally:
+        runner.shutdown(started)
     return 0
 
 

@@ -30,7 +30,14 @@ from sheaf_server.asgi.errors import ERROR_RESPONSES, error_response
 from sheaf_server.asgi.fast_path import FastPathMiddleware, Handler, render_error
 from sheaf_server.asgi.openapi import build_openapi, request_body
 from sheaf_server.asgi.request_id import GENERATED_KEY, STATE_KEY, RequestIdMiddleware
-from sheaf_server.engine import ClientGone, Engine, EngineError, ModelNotFound, ModelRuntime
+from sheaf_server.engine import (
+    ClientGone,
+    Engine,
+    EngineError,
+    ModelNotFound,
+    ServedModel,
+    ServingEngine,
+)
 from sheaf_server.engine.errors import RequestInvalid
 from sheaf_server.engine.model import ModelState
 
@@ -54,8 +61,10 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     return create_app(Engine(specs, settings, registry, plugins))
 
 
-def create_app(engine: Engine) -> FastAPI:
-    """The app around an already built engine (hosts that build the engine themselves)."""
+def create_app(engine: ServingEngine) -> FastAPI:
+    """The app around an already built engine: a local `Engine`, or the Ray ingress's
+    engine whose models live in other replicas. Routes see only the `ServingEngine`
+    protocol, so both hosts answer alike."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -86,7 +95,7 @@ def create_app(engine: Engine) -> FastAPI:
 
 # -- handlers shared by routes -----------------------------------------------------------------
 
-async def _predict(request: Request, engine: Engine, runtime: ModelRuntime,
+async def _predict(request: Request, engine: ServingEngine, runtime: ServedModel,
                    body: bytes | None = None) -> Response:
     """HTTP around the engine's request path: read the body, watch the connection, and
     answer under the id the engine settled on."""
@@ -124,7 +133,7 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-def _add_model_routes(app: FastAPI, engine: Engine, runtime: ModelRuntime) -> None:
+def _add_model_routes(app: FastAPI, engine: ServingEngine, runtime: ServedModel) -> None:
     name = runtime.name
     model_type = runtime.contract.model_type
     tag = f"model: {name}"
@@ -152,7 +161,7 @@ def _add_model_routes(app: FastAPI, engine: Engine, runtime: ModelRuntime) -> No
                       operation_id=f"ready_{name}")
 
 
-def _add_server_routes(app: FastAPI, engine: Engine) -> None:
+def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
     @app.get("/health", tags=["server"], summary="Liveness of the process")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -165,11 +174,11 @@ def _add_server_routes(app: FastAPI, engine: Engine) -> None:
 
     @app.get("/models", tags=["server"], summary="Served models with their JSON schemas")
     async def models() -> dict[str, Any]:
-        return {"models": [_listing(runtime) for runtime in engine.models.values()]}
+        return {"models": [await _listing(runtime) for runtime in engine.models.values()]}
 
     @app.get("/models/{name}", tags=["server"], summary="One served model")
     async def model(name: str) -> dict[str, Any]:
-        return _listing(engine.model(name))
+        return await _listing(engine.model(name))
 
     @app.get("/ping", tags=["sagemaker"], summary="SageMaker health: the default model's "
              "readiness")
@@ -186,7 +195,7 @@ def _add_server_routes(app: FastAPI, engine: Engine) -> None:
         return await _invocations(request, engine)
 
 
-async def _invocations(request: Request, engine: Engine) -> Response:
+async def _invocations(request: Request, engine: ServingEngine) -> Response:
     body = await read_body(request, engine.settings.max_body_bytes)
     name = request.headers.get(SAGEMAKER_TARGET) or engine.default_model
     if name is None:
@@ -206,7 +215,7 @@ def _model_name_in(body: bytes) -> str:
     return value
 
 
-def _add_unknown_model_routes(app: FastAPI, engine: Engine) -> None:
+def _add_unknown_model_routes(app: FastAPI, engine: ServingEngine) -> None:
     """Any other /{name}/... answers 404 naming the served models."""
 
     async def unknown(name: str) -> Response:
@@ -218,8 +227,8 @@ def _add_unknown_model_routes(app: FastAPI, engine: Engine) -> None:
                           include_in_schema=False)
 
 
-def _listing(runtime: ModelRuntime) -> dict[str, Any]:
-    info = runtime.describe()
+async def _listing(runtime: ServedModel) -> dict[str, Any]:
+    info = await runtime.describe()
     info["routes"] = {"predict": f"/{runtime.name}/predict",
                       "health": f"/{runtime.name}/health", "ready": f"/{runtime.name}/ready"}
     info["request_schema"] = runtime.contract.request.model_json_schema()

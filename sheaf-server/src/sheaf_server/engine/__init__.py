@@ -15,6 +15,7 @@ from sheaf_server.engine.errors import (
     ShuttingDown,
 )
 from sheaf_server.engine.model import ModelRuntime, ModelState
+from sheaf_server.engine.served import ServedModel, ServingEngine
 
 __all__ = [
     "BackendFailed",
@@ -30,5 +31,7 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "RequestInvalid",
+    "ServedModel",
+    "ServingEngine",
     "ShuttingDown",
 ]

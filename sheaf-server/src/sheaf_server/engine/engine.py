@@ -6,18 +6,18 @@ import asyncio
 import gc
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from sheaf_core.registry import Registry, default_registry, discover
 from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
-from sheaf_server.engine.errors import ModelNotFound
-from sheaf_server.engine.model import ModelRuntime, ModelState
+from sheaf_server.engine.model import ModelRuntime
+from sheaf_server.engine.served import ModelTable
 
 log = logging.getLogger("sheaf.engine")
 
 
-class Engine:
-    """Owns one `ModelRuntime` per spec. Host-neutral: no HTTP, no Ray."""
+class Engine(ModelTable):
+    """Owns one `ModelRuntime` per spec, run in this process. Host-neutral: no HTTP, no
+    Ray (a Ray model replica is an `Engine` of one model)."""
 
     def __init__(self, specs: Iterable[ModelSpec], settings: ServerSettings | None = None,
                  registry: Registry | None = None, plugins: Iterable[object] = ()) -> None:
@@ -31,19 +31,6 @@ class Engine:
             self.models[spec.name] = ModelRuntime(spec, backend, contract,
                                                   self.settings.request_timeout_s)
         self._load_task: asyncio.Task[None] | None = None
-
-    def model(self, name: str) -> ModelRuntime:
-        try:
-            return self.models[name]
-        except KeyError:
-            served = ", ".join(sorted(self.models)) or "none"
-            raise ModelNotFound(f"unknown model {name!r}; served models: {served}") from None
-
-    @property
-    def default_model(self) -> str | None:
-        if self.settings.default_model:
-            return self.settings.default_model
-        return next(iter(self.models)) if len(self.models) == 1 else None
 
     async def start(self) -> None:
         """Start batchers and load every model concurrently in the background."""
@@ -73,15 +60,3 @@ class Engine:
                 runtime.backend.close()
             except Exception:
                 log.exception("closing model %r failed", runtime.name)
-
-    @property
-    def loading(self) -> bool:
-        return any(r.state is ModelState.LOADING for r in self.models.values())
-
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready once loading is over and at least one model serves; lists each state."""
-        states = {name: {"state": r.state.value, "reason": r.reason}
-                  for name, r in self.models.items()}
-        ready = not self.loading and any(r.state is ModelState.READY
-                                         for r in self.models.values())
-        return ready, states

@@ -95,20 +95,21 @@ class ModelRuntime:
             raise RequestInvalid("this model cannot answer the request",
                                  problems=exc.problems) from None
 
-    async def handle(self, body: bytes | str, request_id: str, *,
-                     body_id_wins: bool = False) -> tuple[str, bytes]:
+    async def handle(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
+                     timeout_s: float | None = None) -> tuple[str, bytes]:
         """The whole request path for one JSON body, the same for every host: ready? →
         parse → check → batch → backend → encode. Returns the id the request was answered
         under and the JSON. `body_id_wins`: the host generated `request_id` (the caller sent
-        none), so a `request_id` in the body is used instead. An `EngineError` raised here
-        carries that id, so the host's error body and header name it too."""
+        none), so a `request_id` in the body is used instead. `timeout_s`: what is left of
+        the deadline when a host already spent some (Ray's ingress); default the model's.
+        An `EngineError` raised here carries the id, so the host's error names it too."""
         try:
             self.ensure_ready()
             request = self.parse(body)
             if body_id_wins and request.request_id:
                 request_id = request.request_id
             self.check(request)
-            response = await self.predict(request, request_id)
+            response = await self.predict(request, request_id, timeout_s)
             return request_id, self.encode(response)
         except EngineError as exc:
             exc.request_id = request_id
@@ -159,7 +160,7 @@ class ModelRuntime:
         return BackendFailed(f"model {self.name!r} failed while answering; the error is in "
                              "the server log under this request id")
 
-    def describe(self) -> dict[str, Any]:
+    async def describe(self) -> dict[str, Any]:
         """The model's entry in the listing (GET /models)."""
         info: dict[str, Any] = {
             "name": self.name,

@@ -1,0 +1,89 @@
+"""What an HTTP host needs from the engine, whether the models run in this process or
+elsewhere (Ray replicas reached through handles).
+
+`Engine`/`ModelRuntime` run models here; `sheaf_server.ray.remote` has the Ray-side twins.
+The ASGI app is written against these protocols only, so the same routes, status codes and
+error bodies serve both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from sheaf_core.registry import ContractEntry
+from sheaf_core.spec import ModelSpec, ServerSettings
+from sheaf_server.engine.errors import ModelNotFound
+from sheaf_server.engine.model import ModelState
+
+
+class ServedModel(Protocol):
+    spec: ModelSpec
+    contract: ContractEntry
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def state(self) -> ModelState: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    async def handle(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
+                     timeout_s: float | None = None) -> tuple[str, bytes]:
+        """The request path for one JSON body: (the id answered under, the JSON)."""
+        ...
+
+    async def describe(self) -> dict[str, Any]: ...
+
+
+class ServingEngine(Protocol):
+    settings: ServerSettings
+
+    @property
+    def models(self) -> Mapping[str, ServedModel]: ...
+
+    def model(self, name: str) -> ServedModel: ...
+
+    @property
+    def default_model(self) -> str | None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+class ModelTable:
+    """Lookup, default model and readiness over a name → model table; shared by the local
+    engine and the Ray ingress's, so both answer /ready, /invocations and 404s alike."""
+
+    settings: ServerSettings
+    models: Mapping[str, ServedModel]
+
+    def model(self, name: str) -> ServedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            served = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFound(f"unknown model {name!r}; served models: {served}") from None
+
+    @property
+    def default_model(self) -> str | None:
+        if self.settings.default_model:
+            return self.settings.default_model
+        return next(iter(self.models)) if len(self.models) == 1 else None
+
+    @property
+    def loading(self) -> bool:
+        return any(m.state is ModelState.LOADING for m in self.models.values())
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready once loading is over and at least one model serves; lists each state."""
+        states = {name: {"state": m.state.value, "reason": m.reason}
+                  for name, m in self.models.items()}
+        ready = not self.loading and any(m.state is ModelState.READY
+                                         for m in self.models.values())
+        return ready, states

@@ -1,0 +1,80 @@
+"""ModelSpec → Ray Serve deployment options. Pure data: no Ray import, so `sheaf-server
+build` and the tests can read what a deployment will get without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sheaf_core.spec import ModelSpec, RayServeSettings
+
+#: Ray's own default, too low for batching: a replica would never see a full batch.
+RAY_DEFAULT_MAX_ONGOING = 5
+
+
+def max_ongoing_requests(spec: ModelSpec) -> int:
+    """Calls one replica takes at once. Default: twice the batch size (at least Ray's 5),
+    so one batch can fill while the previous one runs."""
+    if spec.ray.max_ongoing_requests is not None:
+        return spec.ray.max_ongoing_requests
+    size = spec.batching.max_batch_size if spec.batching.enabled else 1
+    return max(RAY_DEFAULT_MAX_ONGOING, 2 * size)
+
+
+def actor_options(spec: ModelSpec) -> dict[str, Any]:
+    """`ray_actor_options`: the Ray-specific values, falling back to `resources`."""
+    ray, generic = spec.ray.ray_actor_options, spec.resources
+    options: dict[str, Any] = {
+        "num_cpus": ray.num_cpus if ray.num_cpus is not None else generic.num_cpus,
+        "num_gpus": ray.num_gpus if ray.num_gpus is not None else generic.num_gpus,
+    }
+    memory = ray.memory if ray.memory is not None else generic.memory
+    if memory is not None:
+        options["memory"] = memory
+    if ray.accelerator_type:
+        options["accelerator_type"] = ray.accelerator_type
+    if ray.resources:
+        options["resources"] = dict(ray.resources)
+    if spec.ray.runtime_env:
+        options["runtime_env"] = dict(spec.ray.runtime_env)
+    return options
+
+
+def deployment_options(spec: ModelSpec) -> dict[str, Any]:
+    """Keyword arguments for `Deployment.options(...)` of this model's deployment."""
+    ray = spec.ray
+    options: dict[str, Any] = {
+        "name": spec.name,
+        "max_ongoing_requests": max_ongoing_requests(spec),
+        "max_queued_requests": ray.max_queued_requests or spec.batching.max_queue_size,
+        "ray_actor_options": actor_options(spec),
+        "graceful_shutdown_timeout_s": ray.graceful_shutdown_timeout_s,
+    }
+    if ray.autoscaling_config is not None:
+        options["autoscaling_config"] = ray.autoscaling_config.model_dump(exclude_none=True)
+    else:
+        options["num_replicas"] = ray.num_replicas or 1
+    return options
+
+
+INGRESS_NAME = "SheafIngress"
+
+
+def ingress_options(settings: RayServeSettings) -> dict[str, Any]:
+    """Options of the HTTP ingress deployment (FastAPI app, routes to model handles)."""
+    return {
+        "name": INGRESS_NAME,
+        "num_replicas": settings.ingress_replicas,
+        "max_ongoing_requests": settings.ingress_max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": settings.ingress_num_cpus},
+    }
+
+
+def cluster_env(settings: RayServeSettings) -> dict[str, str]:
+    """Environment a Ray cluster needs, set before it starts: the ingress mode chosen, and
+    sheaf's middleware on Ray's HTTP servers (one X-Request-ID per response)."""
+    env = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "sheaf_server.ray.http:middlewares"}
+    if settings.throughput_optimized:
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    if settings.haproxy:
+        env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    return env

