@@ -65,10 +65,13 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     runner.connect(None, RayServeSettings(), num_cpus=2, include_dashboard=False,
                    _temp_dir=str(tmp_path_factory.mktemp("ray")))
     import ray.cloudpickle
+    from ray import serve
 
     ray.cloudpickle.register_pickle_by_value(server_support)  # replicas cannot import it
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        yield RayCluster(_free_port())
+        yield RayCluster(port)
     finally:
         runner.shutdown(started_cluster=True)
         for pid in _haproxy_pids() - before:  # Ray leaves its HAProxy running

@@ -67,6 +67,18 @@ def _parser() -> argparse.ArgumentParser:
     openapi.add_argument("-o", "--output", help="file to write (default: stdout)")
     openapi.set_defaults(run=_openapi)
 
+    build = commands.add_parser("build", help="write a Ray Serve config (serve deploy, "
+                                "KubeRay serveConfigV2) or, with --kuberay, a RayService")
+    build.add_argument("config", help="sheaf.yaml")
+    build.add_argument("-o", "--output", help="file to write (default: stdout)")
+    build.add_argument("--kuberay", action="store_true", help="a KubeRay RayService manifest "
+                       "around the Serve config")
+    build.add_argument("--no-pip", dest="pip", action="store_false", help="no runtime_env "
+                       "pip list (the cluster image already has sheaf and its plugins)")
+    build.add_argument("--image", help="container image of the RayService (--kuberay)")
+    build.add_argument("--name", default="sheaf", help="RayService name (--kuberay)")
+    build.set_defaults(run=_build)
+
     validate = commands.add_parser("validate", help="check a config and its backends' kwargs")
     validate.add_argument("config")
     validate.set_defaults(run=_validate)
@@ -175,6 +187,26 @@ def _openapi(args: argparse.Namespace) -> int:
         Path(args.output).write_text(document + "\n")
     else:
         print(document)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from sheaf_server.ray import serve_config
+
+    config = load_config(args.config)
+    for spec in config.models:
+        check_spec(spec)
+    if args.kuberay:
+        document = serve_config.rayservice(config, name=args.name, pip=args.pip,
+                                           image=args.image or serve_config.RAY_IMAGE)
+    else:
+        document = serve_config.serve_config(config, pip=args.pip)
+    text = serve_config.dump(document)
+    if args.output:
+        Path(args.output).write_text(text)
+        print(f"sheaf-server: wrote {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
     return 0
 
 

@@ -10,7 +10,7 @@ from ray.serve import Application
 
 from sheaf_core.errors import ConfigError
 from sheaf_core.registry import default_registry, discover
-from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig, check_spec
+from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig, check_spec, parse_config
 from sheaf_server.ray.deployments import ModelReplica, SheafIngress
 from sheaf_server.ray.options import INGRESS_NAME, deployment_options, ingress_options
 
@@ -43,3 +43,12 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
         for spec in specs}
     ingress = serve.deployment(SheafIngress).options(**ingress_options(settings.ray))
     return ingress.bind(specs, settings, models, plugins)
+
+
+def from_args(args: dict[str, Any]) -> Application:
+    """Ray Serve application builder — the `import_path` of configs `sheaf-server build`
+    writes: `args: {config: <a whole sheaf.yaml>}` becomes `build_app(config)`."""
+    if not isinstance(args, dict) or "config" not in args:
+        raise ConfigError("application args: expected {config: <the sheaf.yaml content>}, "
+                          f"got {sorted(args) if isinstance(args, dict) else type(args)}")
+    return build_app(parse_config(args["config"], source="application args.config"))
