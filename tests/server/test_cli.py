@@ -23,6 +23,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_ready(process: subprocess.Popen[str], port: int, timeout: float) -> str:
+    """The server's URL once /ready answers 200; fails with its output if it exits first."""
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(process.communicate()[0][-3000:])
+        try:
+            if httpx.get(f"{url}/ready").status_code == 200:
+                return url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+
+
 def test_serve_a_yaml_file_and_shut_down_cleanly(tmp_path: Path) -> None:
     config = tmp_path / "sheaf.yaml"
     config.write_text("models:\n  - name: forecaster\n    backend: baseline\n"
@@ -31,14 +47,7 @@ def test_serve_a_yaml_file_and_shut_down_cleanly(tmp_path: Path) -> None:
     process = subprocess.Popen([str(BIN), "serve", str(config), "--port", str(port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
+        url = wait_ready(process, port, timeout=10)
         response = httpx.post(f"{url}/forecaster/predict",
                               json={"history": [1, 2, 3], "horizon": 2})
         assert response.status_code == 200 and response.json()["mean"] == [3, 3]
@@ -64,18 +73,7 @@ def test_serve_on_ray_starts_a_local_cluster_and_drains_on_sigterm(tmp_path: Pat
                                 "--port", str(port)], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(process.communicate()[0][-3000:])
-            try:
-                if httpx.get(f"{url}/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        url = wait_ready(process, port, timeout=120)
         response = httpx.post(f"{url}/forecaster/predict",
                               json={"history": [1, 2, 3], "horizon": 2})
         assert response.status_code == 200 and response.json()["mean"] == [3, 3]

@@ -196,7 +196,7 @@ def test_bucket_by_keeps_unequal_keys_apart(host: Host) -> None:
 
 
 def test_a_client_that_disconnects_before_dispatch_is_dropped(host: Host) -> None:
-    one_at_a_time = spec(backend_kwargs={"delay_s": 0.4},
+    one_at_a_time = spec(backend_kwargs={"delay_s": 1.0},  # time for the disconnect to travel
                          batching={"max_batch_size": 1, "max_wait_ms": 0})
     with host.serve(one_at_a_time) as client:
         base = str(client.base_url)
@@ -210,7 +210,7 @@ def test_a_client_that_disconnects_before_dispatch_is_dropped(host: Host) -> Non
                 assert (await first).status_code == 200
 
         asyncio.run(scenario())
-        time.sleep(0.6)
+        time.sleep(0.3)
         counted = stats(client)
     assert counted["requests"] == 1  # the abandoned request never ran
     assert counted["dropped"] == 1
