@@ -173,6 +173,13 @@ def default_registry() -> Registry:
     return _default
 
 
+def registry_with(plugins: Iterable[object] = ()) -> Registry:
+    """Installed plugins plus in-process plugin objects (tests, embedding apps); the shared
+    process-wide registry when there are none."""
+    plugins = tuple(plugins)
+    return discover(plugins) if plugins else default_registry()
+
+
 def _entry_point_info(ep: EntryPoint) -> PluginInfo:
     dist = ep.dist
     return PluginInfo(name=ep.name, distribution=dist.name if dist else "?",

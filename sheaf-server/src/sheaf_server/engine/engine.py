@@ -7,7 +7,7 @@ import gc
 import logging
 from collections.abc import Iterable
 
-from sheaf_core.registry import Registry, default_registry, discover
+from sheaf_core.registry import Registry, registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
 from sheaf_server.engine.model import ModelRuntime
 from sheaf_server.engine.served import ModelTable
@@ -21,9 +21,8 @@ class Engine(ModelTable):
 
     def __init__(self, specs: Iterable[ModelSpec], settings: ServerSettings | None = None,
                  registry: Registry | None = None, plugins: Iterable[object] = ()) -> None:
-        plugins = tuple(plugins)
         self.settings = settings or ServerSettings()
-        self.registry = registry or (discover(plugins) if plugins else default_registry())
+        self.registry = registry or registry_with(plugins)
         self.models: dict[str, ModelRuntime] = {}
         for spec in specs:
             backend = build_backend(spec, self.registry)  # ConfigError names model and field

@@ -33,25 +33,53 @@ class ModelState(StrEnum):
     FAILED = "failed"
 
 
-class ModelRuntime:
-    """Serves one `ModelSpec`. Build it with a constructed (not loaded) backend."""
+class ModelBase:
+    """What a served model is to a host wherever it runs (here, or in Ray replicas): its
+    spec and contract, deadline, state, the 503 while not ready, and the description's
+    static part."""
 
-    def __init__(self, spec: ModelSpec, backend: Backend[Any, Any], contract: ContractEntry,
-                 default_timeout_s: float) -> None:
+    def __init__(self, spec: ModelSpec, contract: ContractEntry, default_timeout_s: float,
+                 loading_reason: str = "loading weights") -> None:
         self.spec = spec
-        self.backend = backend
         self.contract = contract
         self.timeout_s = spec.timeout_s or default_timeout_s
         self.state = ModelState.LOADING
-        self.reason: str | None = "loading weights"
-        self.load_seconds: float | None = None
-        self.batcher = DynamicBatcher(spec.name, self.run_batch, spec.batching)
-        self._validate_json = contract.request.model_validate_json
-        self._serialize = contract.response.__pydantic_serializer__.to_json
+        self.reason: str | None = loading_reason
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def ensure_ready(self) -> None:
+        if self.state is not ModelState.READY:
+            raise ModelNotReady(f"model {self.name!r} is not ready: {self.reason}",
+                                retry_after=5 if self.state is ModelState.LOADING else 60)
+
+    def description(self) -> dict[str, Any]:
+        """The listing entry (GET /models) without live counters."""
+        return {
+            "name": self.name,
+            "backend": self.spec.backend,
+            "model_type": self.contract.model_type,
+            "state": self.state.value,
+            "reason": self.reason,
+            "batching": self.spec.batching.model_dump(),
+            "timeout_s": self.timeout_s,
+        }
+
+
+class ModelRuntime(ModelBase):
+    """Serves one `ModelSpec` in this process. Build it with a constructed (not loaded)
+    backend."""
+
+    def __init__(self, spec: ModelSpec, backend: Backend[Any, Any], contract: ContractEntry,
+                 default_timeout_s: float) -> None:
+        super().__init__(spec, contract, default_timeout_s)
+        self.backend = backend
+        self.load_seconds: float | None = None
+        self.batcher = DynamicBatcher(spec.name, self.run_batch, spec.batching)
+        self._validate_json = contract.request.model_validate_json
+        self._serialize = contract.response.__pydantic_serializer__.to_json
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -68,11 +96,6 @@ class ModelRuntime:
         self.load_seconds = time.perf_counter() - started
         self.state, self.reason = ModelState.READY, None
         log.info("model %r ready in %.2fs", self.name, self.load_seconds)
-
-    def ensure_ready(self) -> None:
-        if self.state is not ModelState.READY:
-            raise ModelNotReady(f"model {self.name!r} is not ready: {self.reason}",
-                                retry_after=5 if self.state is ModelState.LOADING else 60)
 
     # -- the request path --------------------------------------------------------------------
 
@@ -161,17 +184,9 @@ class ModelRuntime:
                              "the server log under this request id")
 
     async def describe(self) -> dict[str, Any]:
-        """The model's entry in the listing (GET /models)."""
-        info: dict[str, Any] = {
-            "name": self.name,
-            "backend": self.spec.backend,
-            "model_type": self.contract.model_type,
-            "state": self.state.value,
-            "reason": self.reason,
-            "batching": self.spec.batching.model_dump(),
-            "timeout_s": self.timeout_s,
-            "stats": self.batcher.stats.summary(queued=self.batcher.queued),
-        }
+        """The model's entry in the listing (GET /models), with its batch counters."""
+        info = self.description()
+        info["stats"] = self.batcher.stats.summary(queued=self.batcher.queued)
         if self.state is ModelState.READY:
             try:
                 info["details"] = self.backend.describe()

@@ -9,7 +9,7 @@ from ray import serve
 from ray.serve import Application
 
 from sheaf_core.errors import ConfigError
-from sheaf_core.registry import default_registry, discover
+from sheaf_core.registry import registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig, check_spec, parse_config
 from sheaf_server.ray.deployments import ModelReplica, SheafIngress
 from sheaf_server.ray.options import INGRESS_NAME, deployment_options, ingress_options
@@ -31,7 +31,7 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     specs = list(specs)
     settings = settings or ServerSettings()
     plugins = tuple(plugins)
-    registry = discover(plugins) if plugins else default_registry()
+    registry = registry_with(plugins)
     for spec in specs:
         if spec.name == INGRESS_NAME:
             raise ConfigError(f"model name {INGRESS_NAME!r} is taken by the Ray ingress "

@@ -19,16 +19,15 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from sheaf_core.registry import ContractEntry, Registry, default_registry, discover
+from sheaf_core.registry import ContractEntry, Registry, registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
 from sheaf_server.engine.errors import (
     BackendFailed,
     DeadlineExceeded,
     EngineError,
-    ModelNotReady,
     Overloaded,
 )
-from sheaf_server.engine.model import ModelState
+from sheaf_server.engine.model import ModelBase, ModelState
 from sheaf_server.engine.served import ModelTable
 from sheaf_server.ray.options import deployment_options
 
@@ -40,44 +39,28 @@ DEADLINE_GRACE_S = 1.0
 #: Ray deployment status → the engine's model state.
 _READY = {"HEALTHY", "UPSCALING", "DOWNSCALING"}
 _FAILED = {"UNHEALTHY", "DEPLOY_FAILED"}
+STARTING = "loading weights (replicas are starting)"
 
 
-class RemoteModel:
-    """One model deployment as seen from the ingress."""
+class RemoteModel(ModelBase):
+    """One model deployment as seen from the ingress; state comes from Serve's status."""
 
     def __init__(self, spec: ModelSpec, contract: ContractEntry, handle: DeploymentHandle,
                  default_timeout_s: float) -> None:
-        self.spec = spec
-        self.contract = contract
+        super().__init__(spec, contract, default_timeout_s, loading_reason=STARTING)
         self.deployment = handle
-        self.timeout_s = spec.timeout_s or default_timeout_s
-        self._state = ModelState.LOADING
-        self._reason: str | None = "loading weights (replicas are starting)"
         self._was_ready = False
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def state(self) -> ModelState:
-        return self._state
-
-    @property
-    def reason(self) -> str | None:
-        return self._reason
 
     def observe(self, status: str, message: str) -> None:
         """Fold Ray's deployment status into the model state. A rolling update (UPDATING)
         keeps a serving model ready: the old replicas answer until new ones are up."""
         if status in _READY or (status == "UPDATING" and self._was_ready):
-            self._state, self._reason, self._was_ready = ModelState.READY, None, True
+            self.state, self.reason, self._was_ready = ModelState.READY, None, True
         elif status in _FAILED:
-            self._state = ModelState.FAILED
-            self._reason = f"deployment {status.lower()}: {message}".rstrip(": ")
+            self.state = ModelState.FAILED
+            self.reason = f"deployment {status.lower()}: {message}".rstrip(": ")
         else:
-            self._state = ModelState.LOADING
-            self._reason = "loading weights (replicas are starting)"
+            self.state, self.reason = ModelState.LOADING, STARTING
 
     async def handle(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
                      timeout_s: float | None = None) -> tuple[str, bytes]:
@@ -90,9 +73,7 @@ class RemoteModel:
         del body_id_wins
         budget = timeout_s or self.timeout_s
         try:
-            if self._state is not ModelState.READY:
-                raise ModelNotReady(f"model {self.name!r} is not ready: {self._reason}",
-                                    retry_after=5 if self._state is ModelState.LOADING else 60)
+            self.ensure_ready()
             result = await self._call(body, request_id, True, budget)
         except EngineError as exc:
             exc.request_id = exc.request_id or request_id
@@ -125,16 +106,13 @@ class RemoteModel:
     async def describe(self) -> dict[str, Any]:
         """One replica's own description (its batch stats), plus the deployment options."""
         info: dict[str, Any] | None = None
-        if self._state is ModelState.READY:
+        if self.state is ModelState.READY:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(5):
                     info = await self.deployment.describe.remote()
         if info is None:
-            info = {"name": self.name, "backend": self.spec.backend,
-                    "model_type": self.contract.model_type,
-                    "batching": self.spec.batching.model_dump(), "timeout_s": self.timeout_s,
-                    "stats": None}
-        info["state"], info["reason"] = self._state.value, self._reason
+            info = {**self.description(), "stats": None}
+        info["state"], info["reason"] = self.state.value, self.reason  # the ingress's view
         info["ray"] = {k: v for k, v in deployment_options(self.spec).items() if k != "name"}
         return info
 
@@ -146,9 +124,8 @@ class RemoteEngine(ModelTable):
     def __init__(self, specs: Iterable[ModelSpec], handles: Mapping[str, DeploymentHandle],
                  settings: ServerSettings, plugins: Iterable[object] = (),
                  registry: Registry | None = None) -> None:
-        plugins = tuple(plugins)
         self.settings = settings
-        registry = registry or (discover(plugins) if plugins else default_registry())
+        registry = registry or registry_with(plugins)
         self.models: dict[str, RemoteModel] = {}
         for spec in specs:
             backend = build_backend(spec, registry)  # constructed, never loaded, here
