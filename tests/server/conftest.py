@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 import server_support
-from server_support import ScriptedPlugin, serving
+from server_support import ScriptedPlugin
 
 from sheaf_core import ModelSpec, RayServeSettings, ServerSettings, SheafConfig
+from sheaf_server import ModelServer
 
 
 def _free_port() -> int:
@@ -40,21 +41,6 @@ os.environ.update({
 class RayCluster:
     def __init__(self, port: int) -> None:
         self.port = port
-
-    @contextmanager
-    def serving(self, config: SheafConfig, wait_ready: bool) -> Iterator[httpx.Client]:
-        from sheaf_server.ray import runner
-
-        url = runner.deploy(config, host="127.0.0.1", port=self.port,
-                            plugins=[ScriptedPlugin()])
-        client = httpx.Client(base_url=url, timeout=30)
-        try:
-            if wait_ready:
-                _wait_ready(client)
-            yield client
-        finally:
-            client.close()
-            runner.undeploy(config)
 
 
 @pytest.fixture(scope="session")
@@ -85,26 +71,30 @@ def _haproxy_pids() -> set[int]:
 
 
 class Host:
-    """Serves specs on one host; tests talk to it over HTTP only."""
+    """Serves specs on one host through `ModelServer`; tests talk to it over HTTP, and
+    drive it (`host.server.update`) as a user's code would."""
 
     def __init__(self, name: str, request: pytest.FixtureRequest) -> None:
         self.name = name
         self._request = request
+        self.server: ModelServer | None = None
 
     @contextmanager
     def serve(self, *specs: ModelSpec, wait_ready: bool = True,
               **settings: object) -> Iterator[httpx.Client]:
         config = SheafConfig(models=list(specs), server=ServerSettings(**settings))
         if self.name == "asgi":
-            from sheaf_server import build_app
-
-            app = build_app(config, plugins=[ScriptedPlugin()])
-            with serving(app, wait_ready=wait_ready) as client:
-                yield client
-        else:
+            server = ModelServer(config, port=0, plugins=[ScriptedPlugin()],
+                                 log_level="warning")
+        else:  # the session's cluster: RayHost joins it, and leaves it running at stop()
             cluster: RayCluster = self._request.getfixturevalue("ray_cluster")
-            with cluster.serving(config, wait_ready) as client:
-                yield client
+            server = ModelServer(config, runtime="ray", host="127.0.0.1", port=cluster.port,
+                                 plugins=[ScriptedPlugin()])
+        with server, httpx.Client(base_url=server.url or "", timeout=30) as client:
+            self.server = server
+            if wait_ready:
+                _wait_ready(client)
+            yield client
 
 
 @pytest.fixture(params=["asgi", "ray"])

@@ -28,6 +28,7 @@ class SlowSettings(BaseModel):
     fast_after: str | None = None  # once this file exists, no more delay
     gate: str | None = None  # load() waits until this file exists
     fail_load: bool = False
+    bias: float = 0.0  # added to every forecast: tells which version of a model answered
 
 
 class ScriptedBackend(BaselineForecaster):
@@ -60,7 +61,10 @@ class ScriptedBackend(BaselineForecaster):
             time.sleep(self.settings.delay_s)
         if any(POISON in r.target_series() for r in requests):
             raise RuntimeError("secret internal detail")
-        return super().predict(requests)
+        responses = super().predict(requests)
+        for response in responses:
+            response.mean = [value + self.settings.bias for value in response.mean]
+        return responses
 
 
 class ScriptedPlugin:

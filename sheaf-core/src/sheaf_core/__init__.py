@@ -11,7 +11,14 @@ from sheaf_core.contracts import (
     TimeSeriesRequest,
     TimeSeriesResponse,
 )
-from sheaf_core.errors import ConfigError, FieldProblem, InvalidRequest, PluginError, SheafError
+from sheaf_core.errors import (
+    ConfigError,
+    FieldProblem,
+    InvalidRequest,
+    PluginError,
+    SheafError,
+    UpdateFailed,
+)
 from sheaf_core.hookspecs import hookimpl
 from sheaf_core.registry import Registry, default_registry, discover
 from sheaf_core.spec import (
@@ -55,6 +62,7 @@ __all__ = [
     "SheafError",
     "TimeSeriesRequest",
     "TimeSeriesResponse",
+    "UpdateFailed",
     "build_backend",
     "default_registry",
     "discover",

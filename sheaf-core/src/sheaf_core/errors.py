@@ -44,3 +44,8 @@ class ConfigError(SheafError):
 
 class PluginError(SheafError):
     """A backend or model type is unknown, broken, or registered twice."""
+
+
+class UpdateFailed(SheafError):
+    """A hot swap could not happen (the new backend failed to build or load); the model
+    keeps serving what it served before."""

@@ -9,15 +9,19 @@ import argparse
 import json
 import logging
 import os
+import queue
 import signal
 import sys
-import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sheaf_core.errors import ConfigError
+from sheaf_core.errors import ConfigError, SheafError
 from sheaf_core.registry import default_registry
 from sheaf_core.spec import SheafConfig, check_spec, load_config
 from sheaf_server.defaults import default_config
+
+if TYPE_CHECKING:
+    from sheaf_server.model_server import ModelServer
 
 SAGEMAKER_PORT = 8080
 SAGEMAKER_CONFIG = "/opt/ml/model/sheaf.yaml"
@@ -85,64 +89,79 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(path: str | None, sagemaker: bool = False) -> SheafConfig:
+def _config_path(path: str | None, sagemaker: bool = False) -> str | None:
+    """The config file to serve: the argument, $SHEAF_CONFIG, SageMaker's; None: embedded."""
     path = path or os.environ.get(CONFIG_ENV)
     if path is None and sagemaker and Path(SAGEMAKER_CONFIG).exists():
         path = SAGEMAKER_CONFIG
+    return path
+
+
+def _config(path: str | None) -> SheafConfig:
+    path = _config_path(path)
     return load_config(path) if path else default_config()
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from sheaf_server.asgi.app import build_app
+    """Serve until SIGINT/SIGTERM (then drain); SIGHUP re-reads the config file and
+    hot-swaps the models whose spec changed."""
+    from sheaf_server.model_server import ModelServer
 
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = _config(args.config, args.sagemaker)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    path = _config_path(args.config, args.sagemaker)
+    config = load_config(path) if path else default_config()
     settings = config.server
     host = args.host or ("0.0.0.0" if args.sagemaker else settings.host)
     port = args.port if args.port is not None else (
         SAGEMAKER_PORT if args.sagemaker else settings.port)
     if args.runtime == "ray":
-        return _serve_ray(args, config, host, port)
-    if args.address:
-        raise ConfigError("--address only applies with --runtime ray")
-    app = build_app(config)  # constructs every backend: bad kwargs fail here, before binding
-    print(f"sheaf-server: serving {', '.join(m.name for m in config.models)} on "
-          f"http://{host}:{port} (docs at /docs)", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=args.log_level.lower(),
-                access_log=settings.access_log,
-                timeout_graceful_shutdown=int(settings.drain_timeout_s) or None)
-    return 0
-
-
-def _serve_ray(args: argparse.Namespace, config: SheafConfig, host: str, port: int) -> int:
-    """Deploy on Ray and stay up until SIGINT/SIGTERM, then drain and remove the app."""
-    for spec in config.models:  # fail fast, before a cluster starts
-        check_spec(spec)
+        for spec in config.models:  # fail fast, before a cluster starts
+            check_spec(spec)
+    # Tier 1 constructs every backend here: bad kwargs fail before anything binds.
+    server = ModelServer(config, runtime=args.runtime, host=host, port=port,
+                         address=args.address, log_level=args.log_level)
     try:
-        from sheaf_server.ray import runner
-    except ImportError as exc:
-        raise ConfigError(f"--runtime ray needs Ray: pip install 'sheaf-server[ray]' "
-                          f"({exc})") from None
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    started = runner.connect(args.address, config.server.ray,
-                             **({} if args.address else {"include_dashboard": False}))
-    stop = threading.Event()  # after ray.init, which installs handlers of its own
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        url = runner.deploy(config, host=host, port=port)
-        print(f"sheaf-server: serving {', '.join(m.name for m in config.models)} on Ray at "
+        url = server.start()
+        where = " on Ray" if args.runtime == "ray" else ""
+        print(f"sheaf-server: serving {', '.join(m.name for m in config.models)}{where} at "
               f"{url} (docs at /docs; models load in the background, see /ready)",
               file=sys.stderr, flush=True)
-        stop.wait()
-        print("sheaf-server: draining and removing the app", file=sys.stderr, flush=True)
-        runner.undeploy(config)
+        _until_stopped(server, path)  # handlers installed after ray.init, which sets its own
+        print("sheaf-server: draining", file=sys.stderr, flush=True)
     finally:
-        runner.shutdown(started)
+        server.stop()
     return 0
+
+
+def _until_stopped(server: ModelServer, path: str | None) -> None:
+    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda signum, _: signals.put(signum))
+    while server.alive:
+        try:
+            signum = signals.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        if signum != signal.SIGHUP:
+            return
+        _reload(server, path)
+
+
+def _reload(server: ModelServer, path: str | None) -> None:
+    if path is None:
+        print("sheaf-server: SIGHUP: serving the embedded default config; nothing to reload",
+              file=sys.stderr, flush=True)
+        return
+    try:
+        changed = server.reload(load_config(path))
+    except SheafError as exc:
+        print(f"sheaf-server: reload of {path} not applied, still serving as before: {exc}",
+              file=sys.stderr, flush=True)
+        return
+    updated = ", ".join(changed) or "nothing (no model changed)"
+    print(f"sheaf-server: reloaded {path}: updated {updated}", file=sys.stderr, flush=True)
 
 
 def _plugins(args: argparse.Namespace) -> int:

@@ -61,7 +61,9 @@ class BatcherStats:
 class DynamicBatcher:
     """Collects requests into batches for `run_batch` according to a `BatchingPolicy`."""
 
-    def __init__(self, name: str, run_batch: BatchFn, policy: BatchingPolicy) -> None:
+    def __init__(self, name: str, run_batch: BatchFn, policy: BatchingPolicy,
+                 stats: BatcherStats | None = None) -> None:
+        """`stats`: counters to carry on (a hot swap replaces the batcher, not the model)."""
         self.name = name
         self._run_batch = run_batch
         self._max_size = policy.max_batch_size if policy.enabled else 1
@@ -77,7 +79,7 @@ class DynamicBatcher:
         self._loop_task: asyncio.Task[None] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._closing = False
-        self.stats = BatcherStats()
+        self.stats = stats or BatcherStats()
 
     @property
     def queued(self) -> int:

@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import Iterable
 
+from sheaf_core.errors import ConfigError
 from sheaf_core.registry import Registry, registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
 from sheaf_server.engine.model import ModelRuntime
@@ -47,6 +48,18 @@ class Engine(ModelTable):
         # p99 latency under load several-fold by shortening collector pauses.
         gc.collect()
         gc.freeze()
+
+    async def update(self, spec: ModelSpec) -> None:
+        """Hot-swap the model named `spec.name` to `spec` (new weights, kwargs, batching or
+        deadline) while it serves; see `ModelRuntime.swap`. ConfigError (unknown model, bad
+        kwargs, another model type) or UpdateFailed (load failed) leave it unchanged."""
+        runtime = self.models.get(spec.name)
+        if runtime is None:
+            raise ConfigError(f"model {spec.name!r}: no such model to update; served: "
+                              f"{', '.join(sorted(self.models))}. Adding a model needs a "
+                              "restart (its routes are part of the API)")
+        backend = build_backend(spec, self.registry)
+        await runtime.swap(spec, backend, self.settings.drain_timeout_s)
 
     async def stop(self) -> None:
         """Drain queued and running batches, then release backends."""

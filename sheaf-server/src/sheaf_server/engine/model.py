@@ -12,13 +12,14 @@ import time
 import traceback
 from collections.abc import Sequence
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
 
 from sheaf_core.backend import Backend
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
-from sheaf_core.errors import FieldProblem, InvalidRequest
+from sheaf_core.errors import ConfigError, FieldProblem, InvalidRequest, UpdateFailed
 from sheaf_core.registry import ContractEntry
 from sheaf_core.spec import ModelSpec
 from sheaf_server.engine.batcher import DynamicBatcher
@@ -42,13 +43,21 @@ class ModelBase:
                  loading_reason: str = "loading weights") -> None:
         self.spec = spec
         self.contract = contract
+        self.default_timeout_s = default_timeout_s
         self.timeout_s = spec.timeout_s or default_timeout_s
         self.state = ModelState.LOADING
         self.reason: str | None = loading_reason
+        #: How many times the model was hot-swapped (`update`); 0 as first loaded.
+        self.generation = 0
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def respec(self, spec: ModelSpec) -> None:
+        """Adopt an updated spec's serving settings (the deadline)."""
+        self.spec = spec
+        self.timeout_s = spec.timeout_s or self.default_timeout_s
 
     def ensure_ready(self) -> None:
         if self.state is not ModelState.READY:
@@ -65,6 +74,7 @@ class ModelBase:
             "reason": self.reason,
             "batching": self.spec.batching.model_dump(),
             "timeout_s": self.timeout_s,
+            "generation": self.generation,
         }
 
 
@@ -77,9 +87,11 @@ class ModelRuntime(ModelBase):
         super().__init__(spec, contract, default_timeout_s)
         self.backend = backend
         self.load_seconds: float | None = None
-        self.batcher = DynamicBatcher(spec.name, self.run_batch, spec.batching)
+        self.batcher = DynamicBatcher(spec.name, partial(self.run_batch, backend),
+                                      spec.batching)
         self._validate_json = contract.request.model_validate_json
         self._serialize = contract.response.__pydantic_serializer__.to_json
+        self._swap_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -96,6 +108,51 @@ class ModelRuntime(ModelBase):
         self.load_seconds = time.perf_counter() - started
         self.state, self.reason = ModelState.READY, None
         log.info("model %r ready in %.2fs", self.name, self.load_seconds)
+
+    async def swap(self, spec: ModelSpec, backend: Backend[Any, Any],
+                   drain_timeout_s: float) -> None:
+        """Hot swap: load `backend` (constructed from `spec`) while the current one keeps
+        serving, then route new requests to it in one step, let the old batcher finish what
+        it had queued or running on the old backend, and release that backend.
+
+        No request is refused or lost on the way; for a while both backends are in memory.
+        A load failure raises `UpdateFailed` and leaves the model as it was. The contract
+        (model type) must stay the same: routes and the OpenAPI document are built for it.
+        """
+        if spec.name != self.name:
+            raise ConfigError(f"model {self.name!r}: name: an update cannot rename a model "
+                              f"(got {spec.name!r})")
+        if type(backend).model_type != self.contract.model_type:
+            raise ConfigError(f"model {self.name!r}: backend: {spec.backend!r} serves "
+                              f"{type(backend).model_type!r}, but this model serves "
+                              f"{self.contract.model_type!r}; an update keeps the model type "
+                              "(serve the new one under another name)")
+        async with self._swap_lock:  # one swap at a time per model, applied in call order
+            started = time.perf_counter()
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, backend.load)
+            except Exception as exc:
+                log.error("update of model %r failed to load:\n%s", self.name,
+                          traceback.format_exc())
+                raise UpdateFailed(f"model {self.name!r}: the new backend failed to load "
+                                   f"({type(exc).__name__}: {exc}); still serving the "
+                                   "previous one") from exc
+            batcher = DynamicBatcher(spec.name, partial(self.run_batch, backend),
+                                     spec.batching, stats=self.batcher.stats)
+            batcher.start()
+            old_backend, old_batcher = self.backend, self.batcher
+            # The switch itself: no await between these lines, so every request either
+            # entered the old batcher already or enters the new one.
+            self.backend, self.batcher = backend, batcher
+            self.respec(spec)
+            self.load_seconds = time.perf_counter() - started
+            self.generation += 1
+            if self.state is not ModelState.READY:  # an update also repairs a failed load
+                self.state, self.reason = ModelState.READY, None
+            log.info("model %r updated (generation %d) in %.2fs", self.name,
+                     self.generation, self.load_seconds)
+            await old_batcher.close(drain_timeout_s)
+            _close_quietly(old_backend, self.name)
 
     # -- the request path --------------------------------------------------------------------
 
@@ -152,24 +209,27 @@ class ModelRuntime(ModelBase):
     def encode(self, response: BaseResponse) -> bytes:
         return self._serialize(response)
 
-    def run_batch(self, requests: Sequence[BaseRequest]) -> list[Any]:
-        """Worker-thread side: one backend call; on failure, retry each request alone so a
-        single bad request fails by itself and the rest of its batch is still answered."""
+    def run_batch(self, backend: Backend[Any, Any],
+                  requests: Sequence[BaseRequest]) -> list[Any]:
+        """Worker-thread side: one call of `backend` (the one the batch's batcher serves);
+        on failure, retry each request alone so a single bad request fails by itself and
+        the rest of its batch is still answered."""
         try:
-            return self._call_backend(requests)
+            return self._call_backend(backend, requests)
         except Exception as exc:
             if len(requests) == 1:
                 return [self._failure(exc)]
         results: list[Any] = []
         for request in requests:
             try:
-                results.extend(self._call_backend([request]))
+                results.extend(self._call_backend(backend, [request]))
             except Exception as exc:
                 results.append(self._failure(exc))
         return results
 
-    def _call_backend(self, requests: Sequence[BaseRequest]) -> list[Any]:
-        responses = self.backend.predict(requests)
+    def _call_backend(self, backend: Backend[Any, Any],
+                      requests: Sequence[BaseRequest]) -> list[Any]:
+        responses = backend.predict(requests)
         if len(responses) != len(requests):
             raise RuntimeError(f"backend {self.spec.backend!r} returned {len(responses)} "
                                f"responses for {len(requests)} requests")
@@ -193,6 +253,13 @@ class ModelRuntime(ModelBase):
             except Exception as exc:  # describe is informative only
                 info["details"] = {"error": str(exc)}
         return info
+
+
+def _close_quietly(backend: Backend[Any, Any], name: str) -> None:
+    try:
+        backend.close()
+    except Exception:
+        log.exception("closing a backend of model %r failed", name)
 
 
 def problems_from(exc: ValidationError) -> list[FieldProblem]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +13,7 @@ from ray.serve import Application
 from sheaf_core.errors import ConfigError
 from sheaf_core.registry import registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig, check_spec, parse_config
+from sheaf_server import __version__
 from sheaf_server.ray.deployments import ModelReplica, SheafIngress
 from sheaf_server.ray.options import INGRESS_NAME, deployment_options, ingress_options
 
@@ -37,12 +40,32 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
             raise ConfigError(f"model name {INGRESS_NAME!r} is taken by the Ray ingress "
                               "deployment; pick another")
         check_spec(spec, registry)
+    plugin_names = [getattr(p, "__name__", type(p).__qualname__) for p in plugins]
     models: dict[str, Any] = {
-        spec.name: serve.deployment(ModelReplica).options(**deployment_options(spec))
-        .bind(spec, settings, plugins)
+        spec.name: serve.deployment(ModelReplica).options(
+            **deployment_options(spec), user_config={"spec": spec.model_dump(mode="json")},
+            version=code_version(settings, plugin_names), _internal=True)
+        .bind(settings, plugins)
         for spec in specs}
-    ingress = serve.deployment(SheafIngress).options(**ingress_options(settings.ray))
+    model_types = {spec.name: registry.backend(spec.backend).model_type for spec in specs}
+    ingress = serve.deployment(SheafIngress).options(
+        **ingress_options(settings.ray),
+        user_config={"specs": [spec.model_dump(mode="json") for spec in specs]},
+        version=code_version(settings, plugin_names, model_types), _internal=True)
     return ingress.bind(specs, settings, models, plugins)
+
+
+def code_version(*parts: Any) -> str:
+    """A deployment's version as Serve sees it: what a replica cannot change without a
+    restart (server settings, plugins, and for the ingress the routes). Serve restarts
+    replicas when it changes; otherwise a redeploy only hands replicas the new user_config
+    (`reconfigure`), which is how a model is hot-swapped without restarting anything.
+    Unset, `serve.run` would draw a random version and restart every replica on every
+    redeploy. (Apps deployed from a config file get Serve's own version, a hash of the
+    import path and args.)"""
+    encoded = json.dumps([__version__, *parts], sort_keys=True,
+                         default=lambda o: o.model_dump(mode="json")).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 def from_args(args: dict[str, Any]) -> Application:

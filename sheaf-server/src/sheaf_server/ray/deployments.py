@@ -10,6 +10,8 @@ replica start over a `RemoteEngine` whose models are the `ModelReplica` deployme
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,27 +19,62 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from sheaf_core.errors import ConfigError, UpdateFailed
 from sheaf_core.spec import ModelSpec, ServerSettings
 from sheaf_server.asgi.app import create_app
-from sheaf_server.engine import Engine, EngineError, ModelState
+from sheaf_server.engine import Engine, EngineError, ModelRuntime, ModelState
 from sheaf_server.ray.remote import RemoteEngine
+
+log = logging.getLogger("sheaf.ray")
 
 
 class ModelReplica:
-    """Loads in the constructor: Ray routes to a replica only once its constructor returned,
-    so scale-up and rolling updates never send traffic to weights still loading. A failed
-    load fails the replica, and Serve reports it (the ingress shows it in /ready)."""
+    """The spec arrives as the deployment's `user_config`, which Ray hands to `reconfigure`
+    when the replica starts — before it routes any traffic to it — and again whenever the
+    user_config changes (`ModelServer.update`, or an edited serve config), without
+    restarting the replica. The first call loads; later calls hot-swap through the engine
+    (`Engine.update`, tier 1's code). A failed first load fails the replica and Serve
+    reports it (the ingress shows it in /ready)."""
 
-    async def __init__(self, spec: ModelSpec, settings: ServerSettings,  # type: ignore[misc]
-                       plugins: Sequence[object] = ()) -> None:
-        self.engine = Engine([spec], settings, plugins=plugins)
-        self.runtime = self.engine.models[spec.name]
-        await self.engine.start()
-        await self.engine.wait_loaded()
-        if self.runtime.state is not ModelState.READY:
-            reason = self.runtime.reason
-            await self.engine.stop()
-            raise RuntimeError(f"model {spec.name!r}: {reason}")
+    def __init__(self, settings: ServerSettings, plugins: Sequence[object] = ()) -> None:
+        self.settings = settings
+        self.plugins = tuple(plugins)
+        self.engine: Engine | None = None
+        #: The last update that was not applied, and why (the replica then serves the
+        #: previous spec): {"spec_fingerprint": ..., "message": ...}.
+        self.update_error: dict[str, str] | None = None
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        spec = ModelSpec.model_validate(user_config["spec"])
+        if self.engine is None:
+            await self._start(spec)
+            return
+        if spec == self.engine.models[spec.name].spec:
+            return
+        try:
+            await self.engine.update(spec)
+            self.update_error = None
+        except (ConfigError, UpdateFailed) as exc:
+            # Raising would make Serve replace this replica by one that fails the same way
+            # at start: keep serving the previous spec and say why in GET /models/NAME.
+            self.update_error = {"spec_fingerprint": spec_fingerprint(spec),
+                                 "message": str(exc)}
+            log.error("update of model %r not applied: %s", spec.name, exc)
+
+    async def _start(self, spec: ModelSpec) -> None:
+        engine = Engine([spec], self.settings, plugins=self.plugins)
+        runtime = engine.models[spec.name]
+        await engine.start()
+        await engine.wait_loaded()
+        if runtime.state is not ModelState.READY:
+            await engine.stop()
+            raise RuntimeError(f"model {spec.name!r}: {runtime.reason}")
+        self.engine = engine
+
+    @property
+    def runtime(self) -> ModelRuntime:
+        assert self.engine is not None, "reconfigure() loads the model first"
+        return next(iter(self.engine.models.values()))
 
     async def handle(self, body: bytes | str, request_id: str, body_id_wins: bool,
                      timeout_s: float | None) -> tuple[str, bytes] | EngineError:
@@ -52,11 +89,19 @@ class ModelReplica:
     async def describe(self) -> dict[str, Any]:
         info = await self.runtime.describe()
         info["replica"] = serve.get_replica_context().replica_id.unique_id
+        info["spec_fingerprint"] = spec_fingerprint(self.runtime.spec)
+        info["update_error"] = self.update_error
         return info
 
     async def __del__(self) -> None:
         """Graceful shutdown: finish queued and running batches, release the backend."""
-        await self.engine.stop()
+        if self.engine is not None:
+            await self.engine.stop()
+
+
+def spec_fingerprint(spec: ModelSpec) -> str:
+    """Identifies a spec across processes: which one a replica serves after an update."""
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
 
 
 @serve.ingress()
@@ -64,6 +109,15 @@ class SheafIngress:
     def __init__(self, specs: Sequence[ModelSpec], settings: ServerSettings,
                  models: Mapping[str, DeploymentHandle], plugins: Sequence[object] = ()) -> None:
         self.engine = RemoteEngine(specs, models, settings, plugins)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """The current specs (deadline, batching shown in GET /models/NAME) after an update;
+        routes stay as built (an update keeps names and model types)."""
+        for data in user_config["specs"]:
+            spec = ModelSpec.model_validate(data)
+            model = self.engine.models.get(spec.name)
+            if model is not None:
+                model.respec(spec)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_app(self.engine)

@@ -9,20 +9,24 @@ the environment it was started with; docs/ray.md lists what to set there.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 import os
 import shutil
+import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Coroutine, Iterable
+from typing import Any, TypeVar
 
 import httpx
 
-from sheaf_core.spec import RayServeSettings, SheafConfig
+from sheaf_core.errors import ConfigError, UpdateFailed
+from sheaf_core.spec import ModelSpec, RayServeSettings, SheafConfig
 from sheaf_server.ray.options import cluster_env
 
 log = logging.getLogger("sheaf.ray")
+T = TypeVar("T")
 
 
 def haproxy_available() -> bool:
@@ -78,6 +82,77 @@ def deploy(config: SheafConfig, *, host: str, port: int, plugins: Iterable[objec
             raise TimeoutError(f"the Ray ingress did not answer {health} within {wait_s:.0f}s; "
                                "see `serve status` and the Ray logs")
         time.sleep(0.2)
+
+
+def update(config: SheafConfig, spec: ModelSpec, *, plugins: Iterable[object] = (),
+           wait_s: float = 600.0) -> SheafConfig:
+    """Hot-swap one model of a deployed app: redeploy `config` with `spec` in place of the
+    model of that name. Only that model's user_config (and the ingress's list of specs)
+    change, so Serve reconfigures the running replicas — each loads the new backend and
+    swaps (`Engine.update`) — instead of restarting any. Returns once every replica sampled
+    serves `spec`; UpdateFailed if a replica could not load it (it keeps the old one).
+    Returns the new config."""
+    from ray import serve
+
+    from sheaf_server.ray.app import build_app
+
+    if spec.name not in {m.name for m in config.models}:
+        raise ConfigError(f"model {spec.name!r}: no such model to update; served: "
+                          f"{', '.join(m.name for m in config.models)}")
+    new = config.model_copy(update={"models": [spec if m.name == spec.name else m
+                                               for m in config.models]})
+    settings = config.server.ray
+    app = build_app(new, plugins=plugins)  # checks the spec (ConfigError) before deploying
+    serve._run(app, _blocking=False, name=settings.app_name,
+               route_prefix=settings.route_prefix)
+    _on_handle_loop(_confirm(settings.app_name, spec, wait_s))
+    return new
+
+
+async def _confirm(app_name: str, spec: ModelSpec, wait_s: float) -> None:
+    """Until the replicas serve `spec`: describe calls (in a loop of their own, as Serve's
+    handles need one) until every answer names it, or one says it failed to load."""
+    from ray import serve
+
+    from sheaf_server.ray.deployments import spec_fingerprint
+
+    handle = serve.get_deployment_handle(spec.name, app_name)
+    wanted, deadline = spec_fingerprint(spec), time.monotonic() + wait_s
+    while True:
+        async with asyncio.timeout(60):
+            infos = await asyncio.gather(*(handle.describe.remote() for _ in range(SAMPLES)))
+        failed = [i["update_error"]["message"] for i in infos if i["update_error"]
+                  and i["update_error"]["spec_fingerprint"] == wanted]
+        if failed:
+            raise UpdateFailed(failed[0])
+        if all(i["spec_fingerprint"] == wanted for i in infos):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"model {spec.name!r}: replicas did not take the update "
+                               f"within {wait_s:.0f}s; see `serve status`")
+        await asyncio.sleep(0.2)
+
+
+_handle_loop: asyncio.AbstractEventLoop | None = None
+_handle_loop_lock = threading.Lock()
+
+
+def _on_handle_loop(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` on this process's one loop for deployment handles. With Ray's
+    throughput-optimized mode a handle's router lives in the loop that first used it, and
+    Serve caches handles: so every driver-side call goes through one long-lived loop."""
+    global _handle_loop
+    with _handle_loop_lock:
+        if _handle_loop is None:
+            _handle_loop = asyncio.new_event_loop()
+            threading.Thread(target=_handle_loop.run_forever, name="sheaf-ray-handles",
+                             daemon=True).start()
+    return asyncio.run_coroutine_threadsafe(work, _handle_loop).result()
+
+
+#: Describe calls per confirmation round: Serve picks replicas at random, so several calls
+#: reach every replica of a small deployment.
+SAMPLES = 8
 
 
 def undeploy(config: SheafConfig) -> None:
