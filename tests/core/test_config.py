@@ -51,7 +51,7 @@ models:
 @pytest.mark.parametrize("text, expected", [
     ("models: []", "models"),
     ("models:\n  - {name: a, backend: baseline}\n  - {name: a, backend: baseline}",
-     "two models are named 'a'"),
+     "two models or pipelines are named 'a'"),
     ("models:\n  - {name: health, backend: baseline}", "reserved"),
     ("models:\n  - {name: a, backend: baseline}\nserver: {default_model: b}",
      "server.default_model 'b'"),

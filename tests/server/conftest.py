@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +19,13 @@ import pytest
 import server_support
 from server_support import ScriptedPlugin
 
-from sheaf_core import ModelSpec, RayServeSettings, ServerSettings, SheafConfig
+from sheaf_core import (
+    ModelSpec,
+    PipelineSpec,
+    RayServeSettings,
+    ServerSettings,
+    SheafConfig,
+)
 from sheaf_server import ModelServer
 
 
@@ -81,8 +87,10 @@ class Host:
 
     @contextmanager
     def serve(self, *specs: ModelSpec, wait_ready: bool = True,
+              pipelines: Sequence[PipelineSpec] = (),
               **settings: object) -> Iterator[httpx.Client]:
-        config = SheafConfig(models=list(specs), server=ServerSettings(**settings))
+        config = SheafConfig(models=list(specs), pipelines=list(pipelines),
+                             server=ServerSettings(**settings))
         if self.name == "asgi":
             server = ModelServer(config, port=0, plugins=[ScriptedPlugin()],
                                  log_level="warning")

@@ -141,3 +141,17 @@ def test_plugins_lists_backends_with_distribution_and_version() -> None:
     result = subprocess.run([str(BIN), "plugins"], capture_output=True, text=True, check=True)
     assert "baseline" in result.stdout and "sheaf-core 0.1.0" in result.stdout
     assert "chronos" in result.stdout and "sheaf-backend-chronos 0.1.0" in result.stdout
+
+
+def test_validate_checks_pipelines_against_the_models(tmp_path: Path) -> None:
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - {name: a, backend: baseline}\n"
+                      "pipelines:\n  - name: p\n    output: mix\n    nodes:\n"
+                      "      a: {model: a}\n      b: {model: b}\n"
+                      "      mix: {combiner: weighted_ensemble, inputs: [a, b]}\n")
+    result = subprocess.run([str(BIN), "validate", str(config)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "pipeline 'p': nodes.b.model: 'b' is not a served model" in result.stderr
+    listing = subprocess.run([str(BIN), "plugins"], capture_output=True, text=True, check=True)
+    assert "weighted_ensemble" in listing.stdout.split("Combiners:")[1]

@@ -182,6 +182,24 @@ def test_batches_form_under_concurrency(host: Host) -> None:
     assert counted["max_batch_size"] > 1 and counted["mean_batch_size"] > 1
 
 
+def test_on_ray_every_replica_forms_its_own_batches(request: pytest.FixtureRequest) -> None:
+    two = spec(backend_kwargs={"delay_s": 0.05}, resources={"num_cpus": 0.5},
+               batching={"max_batch_size": 8, "max_wait_ms": 20}, ray={"num_replicas": 2})
+    replicas: dict[str, dict] = {}
+    with Host("ray", request).serve(two) as client:
+        for _ in range(10):
+            # GET /models/m answers from the replica Serve's router picks (by queue length):
+            # asked amid a burst of predictions, both replicas answer.
+            codes, infos = _burst(client, posts=32, gets=16)
+            assert codes == [200] * 32
+            replicas.update((info["replica"], info["stats"]) for info in infos)
+            batching = [r for r in replicas.values() if (r["mean_batch_size"] or 0) > 1]
+            if len(batching) == 2:
+                break
+    assert len(replicas) == 2, "Serve sent every describe call to one replica"
+    assert all((r["mean_batch_size"] or 0) > 1 for r in replicas.values()), replicas
+
+
 def test_bucket_by_keeps_unequal_keys_apart(host: Host) -> None:
     bucketed = spec(backend_kwargs={"delay_s": 0.05}, batching={
         "max_batch_size": 16, "max_wait_ms": 50, "bucket_by": ["horizon"]})
@@ -280,6 +298,19 @@ def _concurrent_posts(client: httpx.Client, path: str, bodies: list[dict],
         if want_headers:
             return [(r.status_code, r.headers) for r in responses]
         return [r.status_code for r in responses]
+
+    return asyncio.run(run())
+
+
+def _burst(client: httpx.Client, posts: int, gets: int) -> tuple[list[int], list[dict]]:
+    """`posts` predictions to /m/predict and `gets` GET /models/m, all at once."""
+    async def run() -> tuple[list[int], list[dict]]:
+        async with httpx.AsyncClient(base_url=str(client.base_url), timeout=20) as ac:
+            predictions = [ac.post("/m/predict", json=BODY) for _ in range(posts)]
+            descriptions = [ac.get("/models/m") for _ in range(gets)]
+            answers = await asyncio.gather(*predictions, *descriptions)
+        return ([r.status_code for r in answers[:posts]],
+                [r.json() for r in answers[posts:]])
 
     return asyncio.run(run())
 

@@ -4,6 +4,7 @@ Light by design: importing it pulls pydantic, pluggy and PyYAML, never torch, Ra
 """
 
 from sheaf_core.backend import Backend, NoSettings, ProgressEvent
+from sheaf_core.combiner import Combiner
 from sheaf_core.contracts import (
     BaseRequest,
     BaseResponse,
@@ -20,6 +21,7 @@ from sheaf_core.errors import (
     UpdateFailed,
 )
 from sheaf_core.hookspecs import hookimpl
+from sheaf_core.pipeline_spec import PipelineNode, PipelineSpec
 from sheaf_core.registry import Registry, default_registry, discover
 from sheaf_core.spec import (
     AutoscalingPolicy,
@@ -44,12 +46,15 @@ __all__ = [
     "BaseRequest",
     "BaseResponse",
     "BatchingPolicy",
+    "Combiner",
     "ConfigError",
     "FieldProblem",
     "InvalidRequest",
     "ModelSpec",
     "NoSettings",
     "OutputMode",
+    "PipelineNode",
+    "PipelineSpec",
     "PluginError",
     "ProgressEvent",
     "RayActorOptions",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from sheaf_core.registry import BackendRegistrar, ContractRegistrar
+    from sheaf_core.registry import BackendRegistrar, CombinerRegistrar, ContractRegistrar
 
 PROJECT = "sheaf"
 ENTRY_POINT_GROUP = "sheaf"
@@ -28,3 +28,8 @@ def sheaf_register_contracts(register: ContractRegistrar) -> None:
 @hookspec
 def sheaf_register_backends(register: BackendRegistrar) -> None:
     """Register backends: ``register("chronos", ChronosBackend)``."""
+
+
+@hookspec
+def sheaf_register_combiners(register: CombinerRegistrar) -> None:
+    """Register pipeline combiners: ``register("weighted_ensemble", WeightedEnsemble)``."""

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from sheaf_core import hookspecs
 from sheaf_core.backend import Backend
+from sheaf_core.combiner import Combiner
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
 from sheaf_core.errors import PluginError
 
@@ -38,6 +39,7 @@ class PluginInfo:
     module: str
     backends: list[str] = field(default_factory=list)
     model_types: list[str] = field(default_factory=list)
+    combiners: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -60,8 +62,16 @@ class ContractEntry:
     plugin: PluginInfo
 
 
+@dataclass(frozen=True)
+class CombinerEntry:
+    name: str
+    cls: type[Combiner[Any, Any]]
+    plugin: PluginInfo
+
+
 ContractRegistrar = Callable[[str, type[BaseRequest], type[BaseResponse]], None]
 BackendRegistrar = Callable[[str, type[Backend[Any, Any]]], None]
+CombinerRegistrar = Callable[[str, type[Combiner[Any, Any]]], None]
 
 
 class Registry:
@@ -71,7 +81,9 @@ class Registry:
         self.plugins: list[PluginInfo] = []
         self.backends: dict[str, BackendEntry] = {}
         self.contracts: dict[str, ContractEntry] = {}
-        #: backend or model-type name → why it cannot be used (duplicates, bad declarations)
+        self.combiners: dict[str, CombinerEntry] = {}
+        #: backend, combiner or model-type name → why it cannot be used (duplicates, bad
+        #: declarations)
         self.problems: dict[str, str] = {}
 
     @property
@@ -94,6 +106,15 @@ class Registry:
         broken = "; ".join(f"{p.label}: {p.error}" for p in self.failed)
         raise PluginError(f"unknown backend {name!r}; {hint}"
                           + (f". Plugins that failed to load: {broken}" if broken else ""))
+
+    def combiner(self, name: str) -> type[Combiner[Any, Any]]:
+        """The combiner class registered as `name`; PluginError says why it is unavailable."""
+        if name in self.combiners:
+            return self.combiners[name].cls
+        if name in self.problems:
+            raise PluginError(self.problems[name])
+        known = ", ".join(sorted(self.combiners)) or "none"
+        raise PluginError(f"unknown combiner {name!r}; registered combiners: {known}")
 
     def contract(self, model_type: str) -> ContractEntry:
         if model_type in self.contracts:
@@ -159,6 +180,7 @@ def discover(
     _flag_unknown_hooks(manager, infos)
     _collect_contracts(manager, infos, registry)
     _collect_backends(manager, infos, registry)
+    _collect_combiners(manager, infos, registry)
     return registry
 
 
@@ -200,7 +222,8 @@ def _flag_unknown_hooks(manager: pluggy.PluginManager, infos: dict[str, PluginIn
         for impl in caller.get_hookimpls():
             info = infos[impl.plugin_name]
             info.error = info.error or (f"implements unknown hook {hook_name!r}; known hooks: "
-                                        "sheaf_register_contracts, sheaf_register_backends")
+                                        "sheaf_register_contracts, sheaf_register_backends, "
+                                        "sheaf_register_combiners")
 
 
 def _collect_contracts(manager: pluggy.PluginManager, infos: dict[str, PluginInfo],
@@ -256,6 +279,39 @@ def _collect_backends(manager: pluggy.PluginManager, infos: dict[str, PluginInfo
                 return
             registry.backends[name] = BackendEntry(name, cls, info)
             info.backends.append(name)
+
+        try:
+            impl.function(register=register)
+        except Exception as exc:
+            info.error = _describe(exc)
+
+
+def _collect_combiners(manager: pluggy.PluginManager, infos: dict[str, PluginInfo],
+                       registry: Registry) -> None:
+    for impl in manager.hook.sheaf_register_combiners.get_hookimpls():
+        info = infos[impl.plugin_name]
+        if info.error:
+            continue
+
+        def register(name: str, cls: type[Combiner[Any, Any]], info: PluginInfo = info) -> None:
+            if not (isinstance(cls, type) and issubclass(cls, Combiner)):
+                raise TypeError(f"combiner {name!r} must be a sheaf_core.Combiner subclass, "
+                                f"got {cls!r}")
+            if name in registry.combiners:
+                other = registry.combiners.pop(name).plugin
+                registry.problems[name] = (
+                    f"combiner {name!r} is registered by both {other.label} and "
+                    f"{info.label}; uninstall one, or disable one with {DISABLE_ENV}")
+                return
+            if name in registry.problems:
+                return
+            if getattr(cls, "model_type", None) not in registry.contracts:
+                registry.problems[name] = (
+                    f"combiner {name!r} from {info.label} declares model_type "
+                    f"{getattr(cls, 'model_type', None)!r}, which no installed plugin registers")
+                return
+            registry.combiners[name] = CombinerEntry(name, cls, info)
+            info.combiners.append(name)
 
         try:
             impl.function(register=register)

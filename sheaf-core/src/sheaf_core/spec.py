@@ -15,11 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sheaf_core.errors import ConfigError, PluginError
+from sheaf_core.names import NAME_PATTERN, check_not_reserved
+from sheaf_core.pipeline_spec import PipelineSpec
 from sheaf_core.registry import Registry, default_registry
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
-RESERVED_NAMES = {"health", "ready", "models", "metrics", "docs", "redoc", "openapi.json",
-                  "invocations", "ping"}
 
 
 class _Strict(BaseModel):
@@ -133,8 +131,7 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _not_reserved(self) -> ModelSpec:
-        if self.name in RESERVED_NAMES:
-            raise ValueError(f"name {self.name!r} is reserved for a server route; pick another")
+        check_not_reserved(self.name)
         return self
 
 
@@ -174,17 +171,20 @@ class ServerSettings(_Strict):
 
 
 class SheafConfig(_Strict):
-    """A whole sheaf.yaml: the models and the server settings."""
+    """A whole sheaf.yaml: the models, the pipelines over them, the server settings."""
 
     models: list[ModelSpec] = Field(min_length=1)
+    pipelines: list[PipelineSpec] = Field(
+        default_factory=list, description="DAGs over the models, each with its own route.")
     server: ServerSettings = Field(default_factory=ServerSettings)
 
     @model_validator(mode="after")
     def _check_names(self) -> SheafConfig:
         seen: set[str] = set()
-        for spec in self.models:
+        for spec in [*self.models, *self.pipelines]:
             if spec.name in seen:
-                raise ValueError(f"two models are named {spec.name!r}; names must be unique")
+                raise ValueError(f"two models or pipelines are named {spec.name!r}; names "
+                                 "must be unique")
             seen.add(spec.name)
         default = self.server.default_model
         if default is not None and default not in seen:
@@ -253,18 +253,21 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 def _format_errors(exc: ValidationError, data: dict[str, Any]) -> str:
     models = data.get("models") if isinstance(data.get("models"), list) else []
+    pipelines = data.get("pipelines") if isinstance(data.get("pipelines"), list) else []
     lines = []
     for error in exc.errors():
         loc = list(error["loc"])
         prefix = ""
-        if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):
+        if len(loc) >= 2 and loc[0] in ("models", "pipelines") and isinstance(loc[1], int):
             index = loc[1]
-            entry = models[index] if index < len(models) else None
+            entries = models if loc[0] == "models" else pipelines
+            entry = entries[index] if index < len(entries) else None
             name = entry.get("name") if isinstance(entry, dict) else None
-            prefix = f"models[{index}]" + (f" {name!r}" if name else "") + ": "
+            prefix = f"{loc[0]}[{index}]" + (f" {name!r}" if name else "") + ": "
             loc = loc[2:]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting (check the spelling; see docs/configuration.md)"
-        lines.append(f"  {prefix}{_loc(tuple(loc))}: {message}")
+        field = f"{_loc(tuple(loc))}: " if loc else ""
+        lines.append(f"  {prefix}{field}{message}")
     return "\n".join(lines)

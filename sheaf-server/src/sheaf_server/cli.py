@@ -177,6 +177,10 @@ def _plugins(args: argparse.Namespace) -> int:
                                 "distribution": e.plugin.distribution,
                                 "version": e.plugin.version}
                             for n, e in sorted(registry.contracts.items())},
+            "combiners": {n: {"model_type": e.cls.model_type, "plugin": e.plugin.name,
+                              "distribution": e.plugin.distribution,
+                              "version": e.plugin.version}
+                          for n, e in sorted(registry.combiners.items())},
             "problems": registry.problems,
         }, indent=2))
         return 0
@@ -188,6 +192,10 @@ def _plugins(args: argparse.Namespace) -> int:
     for name, contract in sorted(registry.contracts.items()):
         print(f"  {name:<16} {contract.request.__name__:<24} {contract.plugin.distribution} "
               f"{contract.plugin.version}")
+    print("Combiners:")
+    for name, combiner in sorted(registry.combiners.items()):
+        print(f"  {name:<16} {combiner.cls.model_type:<14} {combiner.plugin.distribution} "
+              f"{combiner.plugin.version}")
     if registry.failed or registry.problems:
         print("Problems:")
         for plugin in registry.failed:
@@ -230,10 +238,15 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from sheaf_core.pipeline_spec import plan_pipelines
+    from sheaf_core.spec import build_backend
+
     config = load_config(args.config)
-    for spec in config.models:
-        check_spec(spec)
-    print(f"{args.config}: ok ({len(config.models)} models)")
+    registry = default_registry()
+    types = {spec.name: build_backend(spec, registry).model_type for spec in config.models}
+    plan_pipelines(config.pipelines, types, registry)
+    pipelines = f", {len(config.pipelines)} pipelines" if config.pipelines else ""
+    print(f"{args.config}: ok ({len(config.models)} models{pipelines})")
     return 0
 
 

@@ -111,6 +111,8 @@ class ModelServer:
                               f"{', '.join(removed) or 'none'})")
         if config.server != self.config.server:
             raise ConfigError("server: server settings changed; they apply at a restart")
+        if config.pipelines != self.config.pipelines:
+            raise ConfigError("pipelines: pipelines changed; they apply at a restart")
         changed = [name for name, spec in new.items() if spec != old[name]]
         for name in changed:
             self.update(new[name])

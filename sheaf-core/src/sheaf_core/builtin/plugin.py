@@ -1,4 +1,5 @@
-"""sheaf-core's own plugin: the time_series contract and the baseline forecaster.
+"""sheaf-core's own plugin: the time_series contract, the baseline forecaster and the
+weighted ensemble combiner.
 
 Registered through the ``sheaf`` entry point group exactly like a third-party plugin.
 """
@@ -6,7 +7,7 @@ Registered through the ``sheaf`` entry point group exactly like a third-party pl
 from __future__ import annotations
 
 from sheaf_core.hookspecs import hookimpl
-from sheaf_core.registry import BackendRegistrar, ContractRegistrar
+from sheaf_core.registry import BackendRegistrar, CombinerRegistrar, ContractRegistrar
 
 
 @hookimpl
@@ -21,3 +22,10 @@ def sheaf_register_backends(register: BackendRegistrar) -> None:
     from sheaf_core.builtin.baseline import BaselineForecaster
 
     register("baseline", BaselineForecaster)
+
+
+@hookimpl
+def sheaf_register_combiners(register: CombinerRegistrar) -> None:
+    from sheaf_core.builtin.ensemble import WeightedQuantileEnsemble
+
+    register("weighted_ensemble", WeightedQuantileEnsemble)

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sheaf_core.errors import FieldProblem
+from sheaf_core.pipeline_spec import PipelineSpec
 from sheaf_core.registry import Registry
 from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig
 from sheaf_server import __version__
@@ -55,10 +56,11 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     background when the app starts; /ready answers 503 with the reason until they are.
     `plugins` adds in-process plugin objects to those discovered from entry points.
     """
+    pipelines: list[PipelineSpec] = []
     if isinstance(specs, SheafConfig):
         settings = settings or specs.server
-        specs = specs.models
-    return create_app(Engine(specs, settings, registry, plugins))
+        specs, pipelines = specs.models, specs.pipelines
+    return create_app(Engine(specs, settings, registry, plugins, pipelines=pipelines))
 
 
 def create_app(engine: ServingEngine) -> FastAPI:
@@ -135,7 +137,6 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 def _add_model_routes(app: FastAPI, engine: ServingEngine, runtime: ServedModel) -> None:
     name = runtime.name
-    model_type = runtime.contract.model_type
     tag = f"model: {name}"
 
     async def predict(request: Request) -> Response:
@@ -152,7 +153,7 @@ def _add_model_routes(app: FastAPI, engine: ServingEngine, runtime: ServedModel)
     app.add_api_route(
         f"/{name}/predict", predict, methods=["POST"], tags=[tag],
         response_model=runtime.contract.response, responses=ERROR_RESPONSES,
-        summary=f"Predict with {name} ({model_type}, backend {runtime.spec.backend})",
+        summary=runtime.summary,
         operation_id=f"predict_{name}", openapi_extra=request_body(runtime.contract.request))
     app.add_api_route(f"/{name}/health", health, methods=["GET"], tags=[tag],
                       summary=f"Liveness of {name}", operation_id=f"health_{name}")

@@ -19,7 +19,8 @@ class AsgiHost:
     def __init__(self, config: SheafConfig, *, host: str, port: int,
                  plugins: Iterable[object] = (), log_level: str = "info") -> None:
         settings = config.server
-        self.engine = Engine(config.models, settings, plugins=plugins)  # bad kwargs fail here
+        self.engine = Engine(config.models, settings, plugins=plugins,  # bad kwargs fail here
+                             pipelines=config.pipelines)
         self.server = uvicorn.Server(uvicorn.Config(
             create_app(self.engine), host=host, port=port, log_level=log_level.lower(),
             access_log=settings.access_log,

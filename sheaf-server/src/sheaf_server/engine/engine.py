@@ -8,9 +8,11 @@ import logging
 from collections.abc import Iterable
 
 from sheaf_core.errors import ConfigError
+from sheaf_core.pipeline_spec import PipelineSpec, plan_pipelines
 from sheaf_core.registry import Registry, registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
 from sheaf_server.engine.model import ModelRuntime
+from sheaf_server.engine.pipeline import PipelineRuntime
 from sheaf_server.engine.served import ModelTable
 
 log = logging.getLogger("sheaf.engine")
@@ -21,20 +23,30 @@ class Engine(ModelTable):
     Ray (a Ray model replica is an `Engine` of one model)."""
 
     def __init__(self, specs: Iterable[ModelSpec], settings: ServerSettings | None = None,
-                 registry: Registry | None = None, plugins: Iterable[object] = ()) -> None:
+                 registry: Registry | None = None, plugins: Iterable[object] = (), *,
+                 pipelines: Iterable[PipelineSpec] = ()) -> None:
         self.settings = settings or ServerSettings()
         self.registry = registry or registry_with(plugins)
-        self.models: dict[str, ModelRuntime] = {}
+        self.runtimes: dict[str, ModelRuntime] = {}
         for spec in specs:
             backend = build_backend(spec, self.registry)  # ConfigError names model and field
             contract = self.registry.contract(type(backend).model_type)
-            self.models[spec.name] = ModelRuntime(spec, backend, contract,
-                                                  self.settings.request_timeout_s)
+            self.runtimes[spec.name] = ModelRuntime(spec, backend, contract,
+                                                    self.settings.request_timeout_s)
+        #: What the routes serve: the models, then the pipelines over them.
+        self.models: dict[str, ModelRuntime | PipelineRuntime] = dict(self.runtimes)
+        model_types = {name: r.contract.model_type for name, r in self.runtimes.items()}
+        for plan in plan_pipelines(pipelines, model_types, self.registry):
+            self.models[plan.spec.name] = PipelineRuntime(
+                plan, self.registry.contract(plan.model_type),
+                {model: self.runtimes[model].answer for model in plan.models.values()},
+                self.settings.request_timeout_s,
+                members={model: self.runtimes[model] for model in plan.models.values()})
         self._load_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start batchers and load every model concurrently in the background."""
-        for runtime in self.models.values():
+        for runtime in self.runtimes.values():
             runtime.batcher.start()
         self._load_task = asyncio.get_running_loop().create_task(self._load_all())
 
@@ -43,7 +55,7 @@ class Engine(ModelTable):
             await asyncio.shield(self._load_task)
 
     async def _load_all(self) -> None:
-        await asyncio.gather(*(runtime.load() for runtime in self.models.values()))
+        await asyncio.gather(*(runtime.load() for runtime in self.runtimes.values()))
         # Long-lived objects (weights, modules) never need scanning again: freezing them cut
         # p99 latency under load several-fold by shortening collector pauses.
         gc.collect()
@@ -53,10 +65,10 @@ class Engine(ModelTable):
         """Hot-swap the model named `spec.name` to `spec` (new weights, kwargs, batching or
         deadline) while it serves; see `ModelRuntime.swap`. ConfigError (unknown model, bad
         kwargs, another model type) or UpdateFailed (load failed) leave it unchanged."""
-        runtime = self.models.get(spec.name)
+        runtime = self.runtimes.get(spec.name)
         if runtime is None:
             raise ConfigError(f"model {spec.name!r}: no such model to update; served: "
-                              f"{', '.join(sorted(self.models))}. Adding a model needs a "
+                              f"{', '.join(sorted(self.runtimes))}. Adding a model needs a "
                               "restart (its routes are part of the API)")
         backend = build_backend(spec, self.registry)
         await runtime.swap(spec, backend, self.settings.drain_timeout_s)
@@ -66,8 +78,8 @@ class Engine(ModelTable):
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
         await asyncio.gather(*(r.batcher.close(self.settings.drain_timeout_s)
-                               for r in self.models.values()))
-        for runtime in self.models.values():
+                               for r in self.runtimes.values()))
+        for runtime in self.runtimes.values():
             try:
                 runtime.backend.close()
             except Exception:

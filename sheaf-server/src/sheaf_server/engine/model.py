@@ -54,6 +54,12 @@ class ModelBase:
     def name(self) -> str:
         return self.spec.name
 
+    @property
+    def summary(self) -> str:
+        """One line for the OpenAPI document."""
+        return (f"Predict with {self.name} ({self.contract.model_type}, backend "
+                f"{self.spec.backend})")
+
     def respec(self, spec: ModelSpec) -> None:
         """Adopt an updated spec's serving settings (the deadline)."""
         self.spec = spec
@@ -194,6 +200,13 @@ class ModelRuntime(ModelBase):
         except EngineError as exc:
             exc.request_id = request_id
             raise
+
+    async def answer(self, request: BaseRequest, request_id: str,
+                     timeout_s: float | None = None) -> BaseResponse:
+        """The typed request path (a pipeline's model node): ready? → check → batch."""
+        self.ensure_ready()
+        self.check(request)
+        return await self.predict(request, request_id, timeout_s)
 
     async def predict(self, request: BaseRequest, request_id: str,
                       timeout_s: float | None = None) -> BaseResponse:

@@ -12,17 +12,23 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from sheaf_core.registry import ContractEntry
-from sheaf_core.spec import ModelSpec, ServerSettings
+from sheaf_core.spec import ServerSettings
 from sheaf_server.engine.errors import ModelNotFound
 from sheaf_server.engine.model import ModelState
 
 
 class ServedModel(Protocol):
-    spec: ModelSpec
+    """A served model or pipeline: one route, one contract."""
+
     contract: ContractEntry
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def summary(self) -> str:
+        """One line for the OpenAPI document."""
+        ...
 
     @property
     def state(self) -> ModelState: ...

@@ -11,11 +11,17 @@ from ray import serve
 from ray.serve import Application
 
 from sheaf_core.errors import ConfigError
+from sheaf_core.pipeline_spec import PipelineSpec, plan_pipelines
 from sheaf_core.registry import registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig, check_spec, parse_config
 from sheaf_server import __version__
-from sheaf_server.ray.deployments import ModelReplica, SheafIngress
-from sheaf_server.ray.options import INGRESS_NAME, deployment_options, ingress_options
+from sheaf_server.ray.deployments import ModelReplica, PipelineReplica, SheafIngress
+from sheaf_server.ray.options import (
+    INGRESS_NAME,
+    deployment_options,
+    ingress_options,
+    pipeline_options,
+)
 
 
 def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
@@ -28,9 +34,10 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     Specs are checked here, in the driver (unknown backend, bad kwargs → ConfigError),
     before anything is deployed.
     """
+    pipelines: list[PipelineSpec] = []
     if isinstance(specs, SheafConfig):
         settings = settings or specs.server
-        specs = specs.models
+        specs, pipelines = specs.models, specs.pipelines
     specs = list(specs)
     settings = settings or ServerSettings()
     plugins = tuple(plugins)
@@ -48,11 +55,18 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
         .bind(settings, plugins)
         for spec in specs}
     model_types = {spec.name: registry.backend(spec.backend).model_type for spec in specs}
+    plan_pipelines(pipelines, model_types, registry)  # ConfigError names pipeline and node
+    for pipeline in pipelines:
+        models[pipeline.name] = serve.deployment(PipelineReplica).options(
+            **pipeline_options(pipeline, settings.ray),
+            version=code_version(settings, plugin_names, pipeline), _internal=True,
+        ).bind(pipeline, model_types, settings, {name: models[name] for name in model_types},
+               plugins)
     ingress = serve.deployment(SheafIngress).options(
         **ingress_options(settings.ray),
         user_config={"specs": [spec.model_dump(mode="json") for spec in specs]},
-        version=code_version(settings, plugin_names, model_types), _internal=True)
-    return ingress.bind(specs, settings, models, plugins)
+        version=code_version(settings, plugin_names, model_types, pipelines), _internal=True)
+    return ingress.bind(specs, settings, models, plugins, pipelines)
 
 
 def code_version(*parts: Any) -> str:

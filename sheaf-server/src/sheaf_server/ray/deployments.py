@@ -1,8 +1,10 @@
-"""The two deployment classes of a sheaf application on Ray Serve.
+"""The deployment classes of a sheaf application on Ray Serve.
 
 `ModelReplica`: one replica of one model — a local single-model `Engine`, so parsing,
 validation, the dynamic batcher (policy and `bucket_by` from the spec), the backend and
 encoding are the very code tier 1 runs. Batches form here, inside the replica.
+
+`PipelineReplica`: one pipeline — the engine's `PipelineRuntime` over model handles.
 
 `SheafIngress`: the HTTP entry — the same FastAPI app as tier 1 (`create_app`), built at
 replica start over a `RemoteEngine` whose models are the `ModelReplica` deployments.
@@ -20,10 +22,13 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from sheaf_core.errors import ConfigError, UpdateFailed
+from sheaf_core.pipeline_spec import PipelineSpec, plan_pipeline
+from sheaf_core.registry import registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings
 from sheaf_server.asgi.app import create_app
-from sheaf_server.engine import Engine, EngineError, ModelRuntime, ModelState
-from sheaf_server.ray.remote import RemoteEngine
+from sheaf_server.engine import Engine, EngineError, ModelRuntime, ModelState, ServedModel
+from sheaf_server.engine.pipeline import PipelineRuntime
+from sheaf_server.ray.remote import RemoteEngine, node_call
 
 log = logging.getLogger("sheaf.ray")
 
@@ -49,7 +54,7 @@ class ModelReplica:
         if self.engine is None:
             await self._start(spec)
             return
-        if spec == self.engine.models[spec.name].spec:
+        if spec == self.engine.runtimes[spec.name].spec:
             return
         try:
             await self.engine.update(spec)
@@ -63,7 +68,7 @@ class ModelReplica:
 
     async def _start(self, spec: ModelSpec) -> None:
         engine = Engine([spec], self.settings, plugins=self.plugins)
-        runtime = engine.models[spec.name]
+        runtime = engine.runtimes[spec.name]
         await engine.start()
         await engine.wait_loaded()
         if runtime.state is not ModelState.READY:
@@ -74,17 +79,11 @@ class ModelReplica:
     @property
     def runtime(self) -> ModelRuntime:
         assert self.engine is not None, "reconfigure() loads the model first"
-        return next(iter(self.engine.models.values()))
+        return next(iter(self.engine.runtimes.values()))
 
     async def handle(self, body: bytes | str, request_id: str, body_id_wins: bool,
                      timeout_s: float | None) -> tuple[str, bytes] | EngineError:
-        """The engine's request path. Outcomes come back as values: an `EngineError` crosses
-        the process boundary intact (status, code, field problems, request id)."""
-        try:
-            return await self.runtime.handle(body, request_id, body_id_wins=body_id_wins,
-                                             timeout_s=timeout_s)
-        except EngineError as exc:
-            return exc
+        return await handle_as_value(self.runtime, body, request_id, body_id_wins, timeout_s)
 
     async def describe(self) -> dict[str, Any]:
         info = await self.runtime.describe()
@@ -99,6 +98,40 @@ class ModelReplica:
             await self.engine.stop()
 
 
+class PipelineReplica:
+    """A pipeline's combining node: the engine's `PipelineRuntime`, its model nodes called
+    through the model deployments' handles (each batched with that model's traffic)."""
+
+    def __init__(self, spec: PipelineSpec, model_types: Mapping[str, str],
+                 settings: ServerSettings, models: Mapping[str, DeploymentHandle],
+                 plugins: Sequence[object] = ()) -> None:
+        registry = registry_with(plugins)
+        plan = plan_pipeline(spec, model_types, registry)
+        calls = {model: node_call(models[model], model, registry.contract(model_types[model]))
+                 for model in plan.models.values()}
+        self.runtime = PipelineRuntime(plan, registry.contract(plan.model_type), calls,
+                                       settings.request_timeout_s)
+
+    async def handle(self, body: bytes | str, request_id: str, body_id_wins: bool,
+                     timeout_s: float | None) -> tuple[str, bytes] | EngineError:
+        return await handle_as_value(self.runtime, body, request_id, body_id_wins, timeout_s)
+
+    async def describe(self) -> dict[str, Any]:
+        return await self.runtime.describe()
+
+
+async def handle_as_value(served: ServedModel, body: bytes | str, request_id: str,
+                          body_id_wins: bool,
+                          timeout_s: float | None) -> tuple[str, bytes] | EngineError:
+    """The engine's request path. Outcomes come back as values: an `EngineError` crosses
+    the process boundary intact (status, code, field problems, request id)."""
+    try:
+        return await served.handle(body, request_id, body_id_wins=body_id_wins,
+                                   timeout_s=timeout_s)
+    except EngineError as exc:
+        return exc
+
+
 def spec_fingerprint(spec: ModelSpec) -> str:
     """Identifies a spec across processes: which one a replica serves after an update."""
     return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
@@ -107,8 +140,9 @@ def spec_fingerprint(spec: ModelSpec) -> str:
 @serve.ingress()
 class SheafIngress:
     def __init__(self, specs: Sequence[ModelSpec], settings: ServerSettings,
-                 models: Mapping[str, DeploymentHandle], plugins: Sequence[object] = ()) -> None:
-        self.engine = RemoteEngine(specs, models, settings, plugins)
+                 models: Mapping[str, DeploymentHandle], plugins: Sequence[object] = (),
+                 pipelines: Sequence[PipelineSpec] = ()) -> None:
+        self.engine = RemoteEngine(specs, models, settings, plugins, pipelines=pipelines)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """The current specs (deadline, batching shown in GET /models/NAME) after an update;

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sheaf_core.pipeline_spec import PipelineSpec
 from sheaf_core.spec import ModelSpec, RayServeSettings
 
 #: Ray's own default, too low for batching: a replica would never see a full batch.
@@ -54,6 +55,17 @@ def deployment_options(spec: ModelSpec) -> dict[str, Any]:
     else:
         options["num_replicas"] = ray.num_replicas or 1
     return options
+
+
+def pipeline_options(spec: PipelineSpec, settings: RayServeSettings) -> dict[str, Any]:
+    """A pipeline's deployment: it only awaits its nodes and combines (cheap), so it takes
+    as many requests at once as an ingress replica and reserves no CPU, like the ingress."""
+    return {
+        "name": spec.name,
+        "num_replicas": settings.ingress_replicas,
+        "max_ongoing_requests": settings.ingress_max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": settings.ingress_num_cpus},
+    }
 
 
 INGRESS_NAME = "SheafIngress"

@@ -19,6 +19,8 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from sheaf_core.contracts.base import BaseRequest, BaseResponse
+from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec, plan_pipelines
 from sheaf_core.registry import ContractEntry, Registry, registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
 from sheaf_server.engine.errors import (
@@ -28,6 +30,7 @@ from sheaf_server.engine.errors import (
     Overloaded,
 )
 from sheaf_server.engine.model import ModelBase, ModelState
+from sheaf_server.engine.pipeline import NodeCall, pipeline_description, pipeline_summary
 from sheaf_server.engine.served import ModelTable
 from sheaf_server.ray.options import deployment_options
 
@@ -84,24 +87,8 @@ class RemoteModel(ModelBase):
 
     async def _call(self, body: bytes | str, request_id: str, body_id_wins: bool,
                     budget: float) -> tuple[str, bytes] | EngineError:
-        try:
-            async with asyncio.timeout(budget + DEADLINE_GRACE_S):
-                return await self.deployment.handle.remote(body, request_id, body_id_wins,
-                                                            budget)
-        except TimeoutError:
-            raise DeadlineExceeded(f"no answer from model {self.name!r} within the request "
-                                   "deadline") from None
-        except BackPressureError as exc:
-            raise Overloaded(f"model {self.name!r}: every replica is busy and its queue is "
-                             f"full ({exc.args[1] if len(exc.args) > 1 else '?'} calls); "
-                             "retry later", retry_after=1) from None
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.error("calling a replica of model %r failed (request id %s)", self.name,
-                      request_id, exc_info=exc)
-            raise BackendFailed(f"model {self.name!r} could not be reached; the error is in "
-                                "the server log under this request id") from None
+        return await call_replica(self.deployment, self.name, body, request_id, body_id_wins,
+                                  budget)
 
     async def describe(self) -> dict[str, Any]:
         """One replica's own description (its batch stats), plus the deployment options."""
@@ -117,13 +104,81 @@ class RemoteModel(ModelBase):
         return info
 
 
+async def call_replica(handle: DeploymentHandle, name: str, body: bytes | str,
+                       request_id: str, body_id_wins: bool,
+                       budget: float) -> tuple[str, bytes] | EngineError:
+    """`handle(...)` on a replica of model (or pipeline) `name`, with Ray's failures —
+    back-pressure, a replica that never answers or died — as the engine's errors."""
+    try:
+        async with asyncio.timeout(budget + DEADLINE_GRACE_S):
+            result: tuple[str, bytes] | EngineError = await handle.handle.remote(
+                body, request_id, body_id_wins, budget)
+            return result
+    except TimeoutError:
+        raise DeadlineExceeded(f"no answer from model {name!r} within the request "
+                               "deadline") from None
+    except BackPressureError as exc:
+        raise Overloaded(f"model {name!r}: every replica is busy and its queue is "
+                         f"full ({exc.args[1] if len(exc.args) > 1 else '?'} calls); "
+                         "retry later", retry_after=1) from None
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("calling a replica of model %r failed (request id %s)", name, request_id,
+                  exc_info=exc)
+        raise BackendFailed(f"model {name!r} could not be reached; the error is in the "
+                            "server log under this request id") from None
+
+
+def node_call(handle: DeploymentHandle, name: str, contract: ContractEntry) -> NodeCall:
+    """A pipeline's model node on Ray: the typed request to a replica of model `name`,
+    its answer parsed back into the contract's response."""
+
+    async def call(request: BaseRequest, request_id: str, budget: float) -> BaseResponse:
+        result = await call_replica(handle, name, request.model_dump_json(), request_id,
+                                    False, budget)
+        if isinstance(result, EngineError):
+            raise result
+        return contract.response.model_validate_json(result[1])
+
+    return call
+
+
+class RemotePipeline(RemoteModel):
+    """A pipeline deployment as seen from the ingress: ready when its own deployment and
+    every model it calls are."""
+
+    def __init__(self, plan: PipelinePlan, contract: ContractEntry, handle: DeploymentHandle,
+                 default_timeout_s: float, members: Mapping[str, RemoteModel]) -> None:
+        super().__init__(plan.spec, contract, handle, default_timeout_s)  # type: ignore[arg-type]
+        self.plan = plan
+        self.members = members
+
+    @property
+    def summary(self) -> str:
+        return pipeline_summary(self.plan)
+
+    def observe(self, status: str, message: str) -> None:
+        super().observe(status, message)
+        if self.state is not ModelState.READY:
+            return
+        for name, member in self.members.items():
+            if member.state is not ModelState.READY:
+                self.state, self.reason = member.state, f"model {name!r}: {member.reason}"
+                return
+
+    async def describe(self) -> dict[str, Any]:
+        return pipeline_description(self.plan, self.state, self.reason, self.timeout_s)
+
+
 class RemoteEngine(ModelTable):
     """The ingress replica's engine: contracts resolved here (for routes and OpenAPI),
     models served by their deployments, states read from Serve's status."""
 
     def __init__(self, specs: Iterable[ModelSpec], handles: Mapping[str, DeploymentHandle],
                  settings: ServerSettings, plugins: Iterable[object] = (),
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None,
+                 pipelines: Iterable[PipelineSpec] = ()) -> None:
         self.settings = settings
         registry = registry or registry_with(plugins)
         self.models: dict[str, RemoteModel] = {}
@@ -132,6 +187,12 @@ class RemoteEngine(ModelTable):
             contract = registry.contract(type(backend).model_type)
             self.models[spec.name] = RemoteModel(spec, contract, handles[spec.name],
                                                  settings.request_timeout_s)
+        model_types = {name: m.contract.model_type for name, m in self.models.items()}
+        for plan in plan_pipelines(pipelines, model_types, registry):
+            self.models[plan.spec.name] = RemotePipeline(
+                plan, registry.contract(plan.model_type), handles[plan.spec.name],
+                settings.request_timeout_s,
+                {model: self.models[model] for model in plan.models.values()})
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

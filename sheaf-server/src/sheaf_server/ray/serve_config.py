@@ -17,7 +17,12 @@ import yaml
 
 from sheaf_core.registry import IN_PROCESS, Registry, default_registry
 from sheaf_core.spec import SheafConfig
-from sheaf_server.ray.options import cluster_env, deployment_options, ingress_options
+from sheaf_server.ray.options import (
+    cluster_env,
+    deployment_options,
+    ingress_options,
+    pipeline_options,
+)
 
 #: `import_path` of the application builder: args {config: <sheaf config>} → Application.
 IMPORT_PATH = "sheaf_server.ray.app:from_args"
@@ -47,6 +52,8 @@ def serve_config(config: SheafConfig, *, pip: bool = True, host: str = "0.0.0.0"
     settings = config.server
     deployments = [_without_name_first(ingress_options(settings.ray))]
     deployments += [_without_name_first(deployment_options(spec)) for spec in config.models]
+    deployments += [_without_name_first(pipeline_options(pipeline, settings.ray))
+                    for pipeline in config.pipelines]
     application: dict[str, Any] = {
         "name": settings.ray.app_name,
         "route_prefix": settings.ray.route_prefix,
