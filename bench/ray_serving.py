@@ -5,7 +5,7 @@ For each client count (1, 16, 64), back to back:
 
   raw Ray Serve          bench/raw_ray_serve.py on a cluster with Ray's defaults (its Python
                          HTTP proxy): what a team gets writing the deployment themselves;
-  raw Ray Serve, tuned   the same code on a cluster started with the flags sheaf sets
+  raw Ray Serve (tuned) the same code on a cluster started with the flags sheaf sets
                          (HAProxy, direct ingress): the hand-written ceiling;
   sheaf on Ray           `sheaf-server serve --runtime ray` (ingress deployment + one model
                          deployment, batching in the model replica);
@@ -47,7 +47,7 @@ from serve_overhead import (
 )
 
 HERE = Path(__file__).parent
-SERVERS = ("raw Ray Serve", "raw Ray Serve, tuned", "sheaf on Ray", "sheaf tier 1")
+SERVERS = ("raw Ray Serve", "raw Ray Serve (tuned)", "sheaf on Ray", "sheaf tier 1")
 
 
 @dataclass
@@ -73,7 +73,7 @@ def running(server: str, workload: Workload, model_dir: Path,
     base = f"http://127.0.0.1:{port}"
     if server.startswith("raw"):
         command = [sys.executable, str(HERE / "raw_ray_serve.py"), str(model_dir), str(port)]
-        if server.endswith("tuned"):
+        if server.endswith("(tuned)"):
             command.append("--throughput-optimized")
         predict, stats = f"{base}/", None
     else:

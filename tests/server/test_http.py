@@ -214,7 +214,7 @@ def test_bucket_by_keeps_unequal_keys_apart(host: Host) -> None:
 
 
 def test_a_client_that_disconnects_before_dispatch_is_dropped(host: Host) -> None:
-    one_at_a_time = spec(backend_kwargs={"delay_s": 1.0},  # time for the disconnect to travel
+    one_at_a_time = spec(backend_kwargs={"delay_s": 2.0},  # time for the disconnect to travel
                          batching={"max_batch_size": 1, "max_wait_ms": 0})
     with host.serve(one_at_a_time) as client:
         base = str(client.base_url)

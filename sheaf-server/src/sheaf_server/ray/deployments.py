@@ -12,6 +12,7 @@ replica start over a `RemoteEngine` whose models are the `ModelReplica` deployme
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -29,6 +30,7 @@ from sheaf_server.asgi.app import create_app
 from sheaf_server.engine import Engine, EngineError, ModelRuntime, ModelState, ServedModel
 from sheaf_server.engine.pipeline import PipelineRuntime
 from sheaf_server.ray.remote import RemoteEngine, node_call
+from sheaf_server.ray.remote_calls import CallItem, Outcome
 
 log = logging.getLogger("sheaf.ray")
 
@@ -85,6 +87,9 @@ class ModelReplica:
                      timeout_s: float | None) -> tuple[str, bytes] | EngineError:
         return await handle_as_value(self.runtime, body, request_id, body_id_wins, timeout_s)
 
+    async def handle_many(self, items: Sequence[CallItem]) -> list[Outcome]:
+        return await handle_many(self.runtime, items)
+
     async def describe(self) -> dict[str, Any]:
         info = await self.runtime.describe()
         info["replica"] = serve.get_replica_context().replica_id.unique_id
@@ -116,6 +121,9 @@ class PipelineReplica:
                      timeout_s: float | None) -> tuple[str, bytes] | EngineError:
         return await handle_as_value(self.runtime, body, request_id, body_id_wins, timeout_s)
 
+    async def handle_many(self, items: Sequence[CallItem]) -> list[Outcome]:
+        return await handle_many(self.runtime, items)
+
     async def describe(self) -> dict[str, Any]:
         return await self.runtime.describe()
 
@@ -130,6 +138,12 @@ async def handle_as_value(served: ServedModel, body: bytes | str, request_id: st
                                    timeout_s=timeout_s)
     except EngineError as exc:
         return exc
+
+
+async def handle_many(served: ServedModel, items: Sequence[CallItem]) -> list[Outcome]:
+    """Several requests the ingress coalesced into one call (`ray.coalesce`): each goes
+    through the engine's request path, concurrently, so they batch together."""
+    return list(await asyncio.gather(*(handle_as_value(served, *item) for item in items)))
 
 
 def spec_fingerprint(spec: ModelSpec) -> str:

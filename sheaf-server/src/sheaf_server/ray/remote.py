@@ -16,29 +16,22 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ray import serve
-from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
 from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec, plan_pipelines
 from sheaf_core.registry import ContractEntry, Registry, registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
-from sheaf_server.engine.errors import (
-    BackendFailed,
-    DeadlineExceeded,
-    EngineError,
-    Overloaded,
-)
+from sheaf_server.engine.errors import EngineError
 from sheaf_server.engine.model import ModelBase, ModelState
 from sheaf_server.engine.pipeline import NodeCall, pipeline_description, pipeline_summary
 from sheaf_server.engine.served import ModelTable
+from sheaf_server.ray.coalesce import Coalescer
 from sheaf_server.ray.options import deployment_options
+from sheaf_server.ray.remote_calls import Outcome, call_replica
 
 log = logging.getLogger("sheaf.ray")
 
-#: How long past the model's own deadline the ingress waits before giving up on a replica
-#: that never answered (the replica normally answers 504 itself first).
-DEADLINE_GRACE_S = 1.0
 #: Ray deployment status → the engine's model state.
 _READY = {"HEALTHY", "UPSCALING", "DOWNSCALING"}
 _FAILED = {"UNHEALTHY", "DEPLOY_FAILED"}
@@ -52,6 +45,7 @@ class RemoteModel(ModelBase):
                  default_timeout_s: float) -> None:
         super().__init__(spec, contract, default_timeout_s, loading_reason=STARTING)
         self.deployment = handle
+        self.coalescer = Coalescer(handle, spec.name)
         self._was_ready = False
 
     def observe(self, status: str, message: str) -> None:
@@ -86,9 +80,8 @@ class RemoteModel(ModelBase):
         return result
 
     async def _call(self, body: bytes | str, request_id: str, body_id_wins: bool,
-                    budget: float) -> tuple[str, bytes] | EngineError:
-        return await call_replica(self.deployment, self.name, body, request_id, body_id_wins,
-                                  budget)
+                    budget: float) -> Outcome:
+        return await self.coalescer.call(body, request_id, body_id_wins, budget)
 
     async def describe(self) -> dict[str, Any]:
         """One replica's own description (its batch stats), plus the deployment options."""
@@ -100,34 +93,9 @@ class RemoteModel(ModelBase):
         if info is None:
             info = {**self.description(), "stats": None}
         info["state"], info["reason"] = self.state.value, self.reason  # the ingress's view
+        info["ingress"] = {"calls": self.coalescer.calls, "requests": self.coalescer.items}
         info["ray"] = {k: v for k, v in deployment_options(self.spec).items() if k != "name"}
         return info
-
-
-async def call_replica(handle: DeploymentHandle, name: str, body: bytes | str,
-                       request_id: str, body_id_wins: bool,
-                       budget: float) -> tuple[str, bytes] | EngineError:
-    """`handle(...)` on a replica of model (or pipeline) `name`, with Ray's failures —
-    back-pressure, a replica that never answers or died — as the engine's errors."""
-    try:
-        async with asyncio.timeout(budget + DEADLINE_GRACE_S):
-            result: tuple[str, bytes] | EngineError = await handle.handle.remote(
-                body, request_id, body_id_wins, budget)
-            return result
-    except TimeoutError:
-        raise DeadlineExceeded(f"no answer from model {name!r} within the request "
-                               "deadline") from None
-    except BackPressureError as exc:
-        raise Overloaded(f"model {name!r}: every replica is busy and its queue is "
-                         f"full ({exc.args[1] if len(exc.args) > 1 else '?'} calls); "
-                         "retry later", retry_after=1) from None
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        log.error("calling a replica of model %r failed (request id %s)", name, request_id,
-                  exc_info=exc)
-        raise BackendFailed(f"model {name!r} could not be reached; the error is in the "
-                            "server log under this request id") from None
 
 
 def node_call(handle: DeploymentHandle, name: str, contract: ContractEntry) -> NodeCall:
@@ -201,6 +169,7 @@ class RemoteEngine(ModelTable):
     async def stop(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
+        await asyncio.gather(*(m.coalescer.close() for m in self.models.values()))
 
     async def _watch(self) -> None:
         """Poll Serve's status: often while a model is not ready, then now and then."""

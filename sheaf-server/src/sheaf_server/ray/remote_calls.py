@@ -1,0 +1,75 @@
+"""Calls from one Ray replica to another, with Ray's failures — back-pressure, a replica
+that never answers or died — turned into the engine's errors. Outcomes come back as values
+(`Outcome`): a response, or the `EngineError` the replica's engine produced."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from sheaf_server.engine.errors import BackendFailed, DeadlineExceeded, EngineError, Overloaded
+
+log = logging.getLogger("sheaf.ray")
+
+#: What a replica's engine answered: (the id answered under, the JSON), or its error.
+Outcome = tuple[str, bytes] | EngineError
+#: One request of a coalesced call: (body, request id, body id wins, seconds left).
+CallItem = tuple[bytes | str, str, bool, float]
+#: How long past the model's own deadline the caller waits before giving up on a replica
+#: that never answered (the replica normally answers 504 itself first).
+DEADLINE_GRACE_S = 1.0
+
+
+async def call_replica(handle: DeploymentHandle, name: str, body: bytes | str,
+                       request_id: str, body_id_wins: bool,
+                       budget: float) -> Outcome:
+    """`handle(...)` on a replica of model (or pipeline) `name`, with Ray's failures —
+    back-pressure, a replica that never answers or died — as the engine's errors."""
+    try:
+        async with asyncio.timeout(budget + DEADLINE_GRACE_S):
+            result: Outcome = await handle.handle.remote(
+                body, request_id, body_id_wins, budget)
+            return result
+    except TimeoutError:
+        raise DeadlineExceeded(f"no answer from model {name!r} within the request "
+                               "deadline") from None
+    except BackPressureError as exc:
+        raise Overloaded(f"model {name!r}: every replica is busy and its queue is "
+                         f"full ({exc.args[1] if len(exc.args) > 1 else '?'} calls); "
+                         "retry later", retry_after=1) from None
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("calling a replica of model %r failed (request id %s)", name, request_id,
+                  exc_info=exc)
+        raise BackendFailed(f"model {name!r} could not be reached; the error is in the "
+                            "server log under this request id") from None
+
+
+async def call_replica_many(handle: DeploymentHandle, name: str,
+                            items: Sequence[CallItem]) -> list[Outcome]:
+    """`handle_many(items)` on one replica: several requests in one call (see
+    `sheaf_server.ray.coalesce`); one outcome per item, in order."""
+    budget = max(item[3] for item in items)
+    try:
+        async with asyncio.timeout(budget + DEADLINE_GRACE_S):
+            outcomes: list[Outcome] = await handle.handle_many.remote(list(items))
+            return outcomes
+    except TimeoutError:
+        raise DeadlineExceeded(f"no answer from model {name!r} within the request "
+                               "deadline") from None
+    except BackPressureError as exc:
+        raise Overloaded(f"model {name!r}: every replica is busy and its queue is "
+                         f"full ({exc.args[1] if len(exc.args) > 1 else '?'} calls); "
+                         "retry later", retry_after=1) from None
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("calling a replica of model %r failed (%d requests)", name, len(items),
+                  exc_info=exc)
+        raise BackendFailed(f"model {name!r} could not be reached; the error is in the "
+                            "server log under this request id") from None
