@@ -23,6 +23,10 @@ models:
     batching: {max_batch_size: 8}
     resources: {num_cpus: 0.1}
     ray: {max_queued_requests: 64}
+pipelines:
+  - name: ens
+    nodes: {a: {model: fc}, mix: {combiner: weighted_ensemble, inputs: [a]}}
+    output: mix
 server:
   ray: {app_name: built}
 """
@@ -42,6 +46,8 @@ def test_the_config_keeps_the_specs_and_lists_each_deployment(tmp_path: Path) ->
     assert deployments["fc"]["max_queued_requests"] == 64
     assert deployments["fc"]["ray_actor_options"]["num_cpus"] == 0.1
     assert "SheafIngress" in deployments
+    assert deployments["ens"]["ray_actor_options"] == {"num_cpus": 0.0}  # the pipeline's
+    assert app["args"]["config"]["pipelines"][0]["output"] == "mix"
     assert app["runtime_env"]["pip"][0].startswith("sheaf-server[ray]==")
 
 
@@ -94,6 +100,8 @@ def test_the_built_config_deploys_and_answers_with_an_ops_edit(ray_cluster: RayC
             time.sleep(0.1)
         response = client.post("/fc/predict", json={"history": [1, 2, 3], "horizon": 2})
         assert response.status_code == 200 and response.json()["mean"] == [3, 3]
+        piped = client.post("/ens/predict", json={"history": [1, 2, 3], "horizon": 2})
+        assert piped.status_code == 200 and piped.json()["model_name"] == "ens"
         replicas = serve.status().applications["built"].deployments["fc"].replica_states
         assert replicas.get("RUNNING") == 2
     finally:
