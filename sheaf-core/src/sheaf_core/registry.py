@@ -254,19 +254,34 @@ def _collect_contracts(manager: pluggy.PluginManager, infos: dict[str, PluginInf
 
 def _collect_backends(manager: pluggy.PluginManager, infos: dict[str, PluginInfo],
                       registry: Registry) -> None:
-    for impl in manager.hook.sheaf_register_backends.get_hookimpls():
+    _collect_named(manager.hook.sheaf_register_backends, infos, registry, "backend", Backend,
+                   registry.backends, BackendEntry, lambda info: info.backends)
+
+
+def _collect_combiners(manager: pluggy.PluginManager, infos: dict[str, PluginInfo],
+                       registry: Registry) -> None:
+    _collect_named(manager.hook.sheaf_register_combiners, infos, registry, "combiner",
+                   Combiner, registry.combiners, CombinerEntry, lambda info: info.combiners)
+
+
+def _collect_named(hook: Any, infos: dict[str, PluginInfo], registry: Registry, kind: str,
+                   base: type, table: dict[str, Any], entry: Callable[..., Any],
+                   listing: Callable[[PluginInfo], list[str]]) -> None:
+    """Backends and combiners alike: a named subclass of `base` serving a registered model
+    type; a name registered twice is a problem naming both plugins."""
+    for impl in hook.get_hookimpls():
         info = infos[impl.plugin_name]
         if info.error:
             continue
 
-        def register(name: str, cls: type[Backend[Any, Any]], info: PluginInfo = info) -> None:
-            if not (isinstance(cls, type) and issubclass(cls, Backend)):
-                raise TypeError(f"backend {name!r} must be a sheaf_core.Backend subclass, "
-                                f"got {cls!r}")
-            if name in registry.backends:
-                other = registry.backends.pop(name).plugin
+        def register(name: str, cls: type, info: PluginInfo = info) -> None:
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise TypeError(f"{kind} {name!r} must be a sheaf_core.{base.__name__} "
+                                f"subclass, got {cls!r}")
+            if name in table:
+                other = table.pop(name).plugin
                 registry.problems[name] = (
-                    f"backend {name!r} is registered by both {other.label} and {info.label}; "
+                    f"{kind} {name!r} is registered by both {other.label} and {info.label}; "
                     f"uninstall one, or disable one with {DISABLE_ENV}")
                 return
             if name in registry.problems:
@@ -274,44 +289,11 @@ def _collect_backends(manager: pluggy.PluginManager, infos: dict[str, PluginInfo
             model_type = getattr(cls, "model_type", None)
             if model_type not in registry.contracts:
                 registry.problems[name] = (
-                    f"backend {name!r} from {info.label} declares model_type {model_type!r}, "
+                    f"{kind} {name!r} from {info.label} declares model_type {model_type!r}, "
                     "which no installed plugin registers")
                 return
-            registry.backends[name] = BackendEntry(name, cls, info)
-            info.backends.append(name)
-
-        try:
-            impl.function(register=register)
-        except Exception as exc:
-            info.error = _describe(exc)
-
-
-def _collect_combiners(manager: pluggy.PluginManager, infos: dict[str, PluginInfo],
-                       registry: Registry) -> None:
-    for impl in manager.hook.sheaf_register_combiners.get_hookimpls():
-        info = infos[impl.plugin_name]
-        if info.error:
-            continue
-
-        def register(name: str, cls: type[Combiner[Any, Any]], info: PluginInfo = info) -> None:
-            if not (isinstance(cls, type) and issubclass(cls, Combiner)):
-                raise TypeError(f"combiner {name!r} must be a sheaf_core.Combiner subclass, "
-                                f"got {cls!r}")
-            if name in registry.combiners:
-                other = registry.combiners.pop(name).plugin
-                registry.problems[name] = (
-                    f"combiner {name!r} is registered by both {other.label} and "
-                    f"{info.label}; uninstall one, or disable one with {DISABLE_ENV}")
-                return
-            if name in registry.problems:
-                return
-            if getattr(cls, "model_type", None) not in registry.contracts:
-                registry.problems[name] = (
-                    f"combiner {name!r} from {info.label} declares model_type "
-                    f"{getattr(cls, 'model_type', None)!r}, which no installed plugin registers")
-                return
-            registry.combiners[name] = CombinerEntry(name, cls, info)
-            info.combiners.append(name)
+            table[name] = entry(name, cls, info)
+            listing(info).append(name)
 
         try:
             impl.function(register=register)

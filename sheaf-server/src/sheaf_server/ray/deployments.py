@@ -35,7 +35,30 @@ from sheaf_server.ray.remote_calls import CallItem, Outcome
 log = logging.getLogger("sheaf.ray")
 
 
-class ModelReplica:
+class ServedReplica:
+    """What the ingress calls on a model's or a pipeline's replica. Outcomes come back as
+    values: an `EngineError` crosses the process boundary intact (status, code, field
+    problems, request id)."""
+
+    @property
+    def runtime(self) -> ServedModel:
+        raise NotImplementedError
+
+    async def handle(self, body: bytes | str, request_id: str, body_id_wins: bool,
+                     timeout_s: float | None) -> Outcome:
+        try:
+            return await self.runtime.handle(body, request_id, body_id_wins=body_id_wins,
+                                             timeout_s=timeout_s)
+        except EngineError as exc:
+            return exc
+
+    async def handle_many(self, items: Sequence[CallItem]) -> list[Outcome]:
+        """Several requests the ingress coalesced into one call (`ray.coalesce`): each goes
+        through the engine's request path, concurrently, so they batch together."""
+        return list(await asyncio.gather(*(self.handle(*item) for item in items)))
+
+
+class ModelReplica(ServedReplica):
     """The spec arrives as the deployment's `user_config`, which Ray hands to `reconfigure`
     when the replica starts — before it routes any traffic to it — and again whenever the
     user_config changes (`ModelServer.update`, or an edited serve config), without
@@ -83,13 +106,6 @@ class ModelReplica:
         assert self.engine is not None, "reconfigure() loads the model first"
         return next(iter(self.engine.runtimes.values()))
 
-    async def handle(self, body: bytes | str, request_id: str, body_id_wins: bool,
-                     timeout_s: float | None) -> tuple[str, bytes] | EngineError:
-        return await handle_as_value(self.runtime, body, request_id, body_id_wins, timeout_s)
-
-    async def handle_many(self, items: Sequence[CallItem]) -> list[Outcome]:
-        return await handle_many(self.runtime, items)
-
     async def describe(self) -> dict[str, Any]:
         info = await self.runtime.describe()
         info["replica"] = serve.get_replica_context().replica_id.unique_id
@@ -103,7 +119,7 @@ class ModelReplica:
             await self.engine.stop()
 
 
-class PipelineReplica:
+class PipelineReplica(ServedReplica):
     """A pipeline's combining node: the engine's `PipelineRuntime`, its model nodes called
     through the model deployments' handles (each batched with that model's traffic)."""
 
@@ -114,36 +130,15 @@ class PipelineReplica:
         plan = plan_pipeline(spec, model_types, registry)
         calls = {model: node_call(models[model], model, registry.contract(model_types[model]))
                  for model in plan.models.values()}
-        self.runtime = PipelineRuntime(plan, registry.contract(plan.model_type), calls,
-                                       settings.request_timeout_s)
+        self.pipeline = PipelineRuntime(plan, registry.contract(plan.model_type), calls,
+                                        settings.request_timeout_s)
 
-    async def handle(self, body: bytes | str, request_id: str, body_id_wins: bool,
-                     timeout_s: float | None) -> tuple[str, bytes] | EngineError:
-        return await handle_as_value(self.runtime, body, request_id, body_id_wins, timeout_s)
-
-    async def handle_many(self, items: Sequence[CallItem]) -> list[Outcome]:
-        return await handle_many(self.runtime, items)
+    @property
+    def runtime(self) -> PipelineRuntime:
+        return self.pipeline
 
     async def describe(self) -> dict[str, Any]:
         return await self.runtime.describe()
-
-
-async def handle_as_value(served: ServedModel, body: bytes | str, request_id: str,
-                          body_id_wins: bool,
-                          timeout_s: float | None) -> tuple[str, bytes] | EngineError:
-    """The engine's request path. Outcomes come back as values: an `EngineError` crosses
-    the process boundary intact (status, code, field problems, request id)."""
-    try:
-        return await served.handle(body, request_id, body_id_wins=body_id_wins,
-                                   timeout_s=timeout_s)
-    except EngineError as exc:
-        return exc
-
-
-async def handle_many(served: ServedModel, items: Sequence[CallItem]) -> list[Outcome]:
-    """Several requests the ingress coalesced into one call (`ray.coalesce`): each goes
-    through the engine's request path, concurrently, so they batch together."""
-    return list(await asyncio.gather(*(handle_as_value(served, *item) for item in items)))
 
 
 def spec_fingerprint(spec: ModelSpec) -> str:

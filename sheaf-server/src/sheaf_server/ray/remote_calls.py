@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any
 
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -25,40 +26,29 @@ DEADLINE_GRACE_S = 1.0
 
 
 async def call_replica(handle: DeploymentHandle, name: str, body: bytes | str,
-                       request_id: str, body_id_wins: bool,
-                       budget: float) -> Outcome:
-    """`handle(...)` on a replica of model (or pipeline) `name`, with Ray's failures —
-    back-pressure, a replica that never answers or died — as the engine's errors."""
-    try:
-        async with asyncio.timeout(budget + DEADLINE_GRACE_S):
-            result: Outcome = await handle.handle.remote(
-                body, request_id, body_id_wins, budget)
-            return result
-    except TimeoutError:
-        raise DeadlineExceeded(f"no answer from model {name!r} within the request "
-                               "deadline") from None
-    except BackPressureError as exc:
-        raise Overloaded(f"model {name!r}: every replica is busy and its queue is "
-                         f"full ({exc.args[1] if len(exc.args) > 1 else '?'} calls); "
-                         "retry later", retry_after=1) from None
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        log.error("calling a replica of model %r failed (request id %s)", name, request_id,
-                  exc_info=exc)
-        raise BackendFailed(f"model {name!r} could not be reached; the error is in the "
-                            "server log under this request id") from None
+                       request_id: str, body_id_wins: bool, budget: float) -> Outcome:
+    """`handle(...)` on a replica of model (or pipeline) `name`."""
+    outcome: Outcome = await _guarded(
+        name, budget, f"request id {request_id}",
+        handle.handle.remote(body, request_id, body_id_wins, budget))
+    return outcome
 
 
 async def call_replica_many(handle: DeploymentHandle, name: str,
                             items: Sequence[CallItem]) -> list[Outcome]:
     """`handle_many(items)` on one replica: several requests in one call (see
     `sheaf_server.ray.coalesce`); one outcome per item, in order."""
-    budget = max(item[3] for item in items)
+    outcomes: list[Outcome] = await _guarded(
+        name, max(item[3] for item in items), f"{len(items)} requests",
+        handle.handle_many.remote(list(items)))
+    return outcomes
+
+
+async def _guarded(name: str, budget: float, what: str, response: Awaitable[Any]) -> Any:
+    """Await a replica's answer; Ray's failures become the engine's errors."""
     try:
         async with asyncio.timeout(budget + DEADLINE_GRACE_S):
-            outcomes: list[Outcome] = await handle.handle_many.remote(list(items))
-            return outcomes
+            return await response
     except TimeoutError:
         raise DeadlineExceeded(f"no answer from model {name!r} within the request "
                                "deadline") from None
@@ -69,7 +59,6 @@ async def call_replica_many(handle: DeploymentHandle, name: str,
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        log.error("calling a replica of model %r failed (%d requests)", name, len(items),
-                  exc_info=exc)
+        log.error("calling a replica of model %r failed (%s)", name, what, exc_info=exc)
         raise BackendFailed(f"model {name!r} could not be reached; the error is in the "
                             "server log under this request id") from None
