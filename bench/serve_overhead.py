@@ -393,7 +393,7 @@ def render(rows: list[Row], workloads: list[Workload], args: argparse.Namespace,
 #: goes to the stage of its innermost matching frame, so a stage's share is the time spent in
 #: it and not in a more specific stage below it.
 STAGES: list[tuple[str, Callable[[str], bool]]] = [
-    ("backend.predict (worker thread)", lambda f: f.startswith("ModelRuntime._call_backend (")),
+    ("backend.predict (worker thread)", lambda f: f.startswith("_call_backend (")),
     ("request parse + validate (pydantic)", lambda f: f.startswith("ModelRuntime.parse (")),
     ("model checks (backend.validate_request)", lambda f: f.startswith("ModelRuntime.check (")),
     ("response encode (pydantic)", lambda f: f.startswith("ModelRuntime.encode (")),

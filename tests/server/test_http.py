@@ -5,6 +5,7 @@ talks HTTP only and reads the server's own counters (GET /models/NAME → stats)
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -245,6 +246,32 @@ def test_sagemaker_invocations_and_ping(host: Host) -> None:
         assert client.post("/invocations", json={**BODY, "model_name": "a"}).status_code == 200
         missing = client.post("/invocations", json=BODY)
         assert missing.status_code == 422 and missing.json()["details"][0]["field"] == "model_name"
+
+
+def test_sagemaker_multirecord_jsonlines_answers_one_line_per_record_in_order(
+        host: Host) -> None:
+    batched = spec(backend_kwargs={"delay_s": 0.02}, batching={"max_batch_size": 16,
+                                                               "max_wait_ms": 10})
+    records = [{**BODY, "horizon": 1 + i % 3} for i in range(12)]
+    records[5] = {**BODY, "horizon": 0}  # invalid: answered on its own line
+    records[7] = {**BODY, "request_id": "mine"}
+    body = "".join(json.dumps(r) + "\n" for r in records)
+    with host.serve(batched) as client:
+        response = client.post("/invocations", content=body, headers={
+            "Content-Type": "application/jsonlines", "X-Request-ID": "batch-1"})
+        counted = stats(client)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/jsonlines"
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert len(lines) == 12
+    for number, (line, record) in enumerate(zip(lines, records, strict=True), 1):
+        if number == 6:
+            assert line["status"] == 422 and line["details"][0]["field"] == "horizon"
+            assert line["request_id"] == "batch-1-6"
+            continue
+        assert len(line["mean"]) == record["horizon"]
+        assert line["request_id"] == ("mine" if number == 8 else f"batch-1-{number}")
+    assert counted["requests"] == 11 and counted["mean_batch_size"] > 1
 
 
 def test_openapi_has_typed_request_and_response_per_model_and_a_listing(host: Host) -> None:

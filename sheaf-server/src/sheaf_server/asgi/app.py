@@ -27,7 +27,7 @@ from sheaf_core.registry import Registry
 from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig
 from sheaf_server import __version__
 from sheaf_server.asgi.body import read_body
-from sheaf_server.asgi.errors import ERROR_RESPONSES, error_response
+from sheaf_server.asgi.errors import ERROR_RESPONSES, error_body, error_response
 from sheaf_server.asgi.fast_path import FastPathMiddleware, Handler, render_error
 from sheaf_server.asgi.openapi import build_openapi, request_body
 from sheaf_server.asgi.request_id import GENERATED_KEY, STATE_KEY, RequestIdMiddleware
@@ -45,6 +45,8 @@ from sheaf_server.engine.model import ModelState
 log = logging.getLogger("sheaf.server")
 T = TypeVar("T")
 SAGEMAKER_TARGET = "x-amzn-sagemaker-target-model"
+#: Content types of a MultiRecord body (Batch Transform with SplitType Line).
+JSON_LINES = {"application/jsonlines", "application/x-jsonlines", "application/jsonl"}
 
 
 def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
@@ -191,7 +193,9 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
 
     @app.post("/invocations", tags=["sagemaker"], responses=ERROR_RESPONSES,
               summary="SageMaker inference: predict with the default model (or the model "
-              "named by X-Amzn-SageMaker-Target-Model or the body's model_name)")
+              "named by X-Amzn-SageMaker-Target-Model or the body's model_name); with "
+              "Content-Type application/jsonlines, one request per line and one JSON line "
+              "per record back, in order (Batch Transform MultiRecord)")
     async def invocations(request: Request) -> Response:
         return await _invocations(request, engine)
 
@@ -199,9 +203,34 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
 async def _invocations(request: Request, engine: ServingEngine) -> Response:
     body = await read_body(request, engine.settings.max_body_bytes)
     name = request.headers.get(SAGEMAKER_TARGET) or engine.default_model
+    many = request.headers.get("content-type", "").split(";")[0].strip() in JSON_LINES
     if name is None:
-        name = _model_name_in(body)
+        name = _model_name_in(body if not many else body.split(b"\n", 1)[0])
+    if many:
+        return await _predict_lines(request, engine.model(name), body)
     return await _predict(request, engine, engine.model(name), body)
+
+
+async def _predict_lines(request: Request, runtime: ServedModel, body: bytes) -> Response:
+    """SageMaker Batch Transform's MultiRecord: one JSON request per line in, one JSON line
+    per record out, in order. Records run concurrently, so they batch together; a record
+    that fails answers its error body on its line (with `status`) and the others are
+    answered — one bad record does not fail the rest of the mini-batch."""
+    records = [line for line in body.split(b"\n") if line.strip()]
+    base = request.scope["state"][STATE_KEY]
+
+    async def one(number: int, record: bytes) -> bytes:
+        request_id = f"{base}-{number}"
+        try:
+            return (await runtime.handle(record, request_id, body_id_wins=True))[1]
+        except EngineError as exc:
+            return json.dumps({**error_body(exc, exc.request_id or request_id),
+                               "status": exc.status}).encode()
+
+    lines = await _until_disconnect(request, asyncio.gather(
+        *(one(number, record) for number, record in enumerate(records, 1))))
+    return Response(b"".join(line + b"\n" for line in lines),
+                    media_type="application/jsonlines")
 
 
 def _model_name_in(body: bytes) -> str:

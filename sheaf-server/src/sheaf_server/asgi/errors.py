@@ -40,14 +40,18 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-def error_response(exc: EngineError, request_id: str) -> Response:
-    body = {
+def error_body(exc: EngineError, request_id: str) -> dict[str, object]:
+    return {
         "error": exc.code,
         "message": exc.message,
         "request_id": request_id,
         "details": [{"field": p.field, "message": p.message, "type": p.type}
                     for p in exc.problems],
     }
+
+
+def error_response(exc: EngineError, request_id: str) -> Response:
+    body = error_body(exc, request_id)
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(int(max(1, exc.retry_after)))

@@ -224,29 +224,10 @@ class ModelRuntime(ModelBase):
 
     def run_batch(self, backend: Backend[Any, Any],
                   requests: Sequence[BaseRequest]) -> list[Any]:
-        """Worker-thread side: one call of `backend` (the one the batch's batcher serves);
-        on failure, retry each request alone so a single bad request fails by itself and
-        the rest of its batch is still answered."""
-        try:
-            return self._call_backend(backend, requests)
-        except Exception as exc:
-            if len(requests) == 1:
-                return [self._failure(exc)]
-        results: list[Any] = []
-        for request in requests:
-            try:
-                results.extend(self._call_backend(backend, [request]))
-            except Exception as exc:
-                results.append(self._failure(exc))
-        return results
-
-    def _call_backend(self, backend: Backend[Any, Any],
-                      requests: Sequence[BaseRequest]) -> list[Any]:
-        responses = backend.predict(requests)
-        if len(responses) != len(requests):
-            raise RuntimeError(f"backend {self.spec.backend!r} returned {len(responses)} "
-                               f"responses for {len(requests)} requests")
-        return list(responses)
+        """Worker-thread side: `predict_each` on `backend` (the one the batch's batcher
+        serves), failures mapped to the engine's errors."""
+        return [self._failure(r) if isinstance(r, Exception) else r
+                for r in predict_each(backend, requests)]
 
     def _failure(self, exc: Exception) -> Exception:
         if isinstance(exc, InvalidRequest):
@@ -266,6 +247,32 @@ class ModelRuntime(ModelBase):
             except Exception as exc:  # describe is informative only
                 info["details"] = {"error": str(exc)}
         return info
+
+
+def predict_each(backend: Backend[Any, Any], requests: Sequence[BaseRequest]) -> list[Any]:
+    """One backend call for the batch; if it raises, each request alone, so that one bad
+    request fails by itself and the rest of its batch is still answered. A response or the
+    exception per request, in order. Shared by the servers and the batch runner."""
+    try:
+        return _call_backend(backend, requests)
+    except Exception as exc:
+        if len(requests) == 1:
+            return [exc]
+    results: list[Any] = []
+    for request in requests:
+        try:
+            results.extend(_call_backend(backend, [request]))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+def _call_backend(backend: Backend[Any, Any], requests: Sequence[BaseRequest]) -> list[Any]:
+    responses = backend.predict(requests)
+    if len(responses) != len(requests):
+        raise RuntimeError(f"backend {type(backend).__name__} returned {len(responses)} "
+                           f"responses for {len(requests)} requests")
+    return list(responses)
 
 
 def _close_quietly(backend: Backend[Any, Any], name: str) -> None:

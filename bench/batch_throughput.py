@@ -1,0 +1,141 @@
+"""Offline throughput: sheaf-batch on Ray Data vs the backend's own loop, in one run.
+
+For N rows (default 10,000) of tiny Chronos-Bolt (random weights, built here, loaded through
+`from_pretrained`), history 128, horizon 16, quantiles 0.1/0.5/0.9, batch size 64:
+
+  limit      in this process: `ChronosBackend.predict` over the parsed rows in batches of
+             64, one torch thread — the hardware's figure for one core, no I/O, no JSON;
+  tasks      `BatchRunner` with compute='tasks' (one CPU each) on a local Ray cluster;
+  actors     `BatchRunner` with compute='actors', one actor per core.
+
+Job rows are timed from `run()` to its return: validation of every row on the driver,
+Ray Data scheduling, reading chunks, parsing, predicting, encoding, checkpoints and the
+final join — everything but starting the cluster. "per core" divides by the cores the
+workers use, to compare with the one-core limit (goal: >= 80%).
+
+    ./dev bench-batch                 # the committed run: writes bench/results/batch_throughput.*
+    ./dev bench-batch --rows 2000 --no-save
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from serve_overhead import RESULTS, machine
+
+BATCH = 64
+
+
+@dataclass
+class Row:
+    mode: str
+    rows: int
+    seconds: float
+    rows_per_s: float
+    cores: int
+    per_core: float
+    share_of_limit: float | None = None
+
+
+def requests_file(path: Path, rows: int) -> Path:
+    with path.open("w") as f:
+        for i in range(rows):
+            history = [round(10 + math.sin((i + t) / 7) + 0.01 * t, 4) for t in range(128)]
+            f.write(json.dumps({"history": history, "horizon": 16, "output_mode": "quantiles",
+                                "quantile_levels": [0.1, 0.5, 0.9]}) + "\n")
+    return path
+
+
+def limit(model_dir: Path, source: Path) -> Row:
+    import torch
+
+    from sheaf_backend_chronos.backend import ChronosBackend
+    from sheaf_core.contracts.time_series import TimeSeriesRequest
+
+    torch.set_num_threads(1)
+    backend = ChronosBackend(model_id=str(model_dir))
+    backend.load()
+    requests = [TimeSeriesRequest.model_validate_json(line) for line in source.open()]
+    backend.predict(requests[:BATCH])  # warm up
+    started = time.perf_counter()
+    for start in range(0, len(requests), BATCH):
+        backend.predict(requests[start:start + BATCH])
+    seconds = time.perf_counter() - started
+    rate = len(requests) / seconds
+    return Row("limit (in-process predict loop)", len(requests), seconds, rate, 1, rate)
+
+
+def job(mode: str, model_dir: Path, source: Path, workdir: Path, cores: int) -> Row:
+    from sheaf_batch import BatchRunner, BatchSpec
+    from sheaf_core import ModelSpec
+
+    spec = ModelSpec(name="bolt", backend="chronos", backend_kwargs={"model_id": str(model_dir)})
+    runner = BatchRunner(spec, progress=False)
+    sink = workdir / f"{mode}.jsonl"
+    started = time.perf_counter()
+    summary = runner.run(BatchSpec(source=str(source), sink=str(sink), batch_size=BATCH,
+                                   compute=mode, num_actors=cores, num_cpus=1))
+    seconds = time.perf_counter() - started
+    assert summary.ok == summary.rows, summary
+    rate = summary.ok / seconds
+    return Row(f"sheaf-batch {mode}", summary.ok, seconds, rate, cores, rate / cores)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--no-save", action="store_true")
+    args = parser.parse_args(argv)
+    cores = os.cpu_count() or 1
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+    import ray
+
+    from sheaf_backend_chronos.testing import save_tiny_bolt
+
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="sheaf-bench-batch-") as tmp:
+        workdir = Path(tmp)
+        model_dir = save_tiny_bolt(workdir / "bolt")
+        source = requests_file(workdir / "in.jsonl", args.rows)
+        print("limit …", file=sys.stderr, flush=True)
+        rows.append(limit(model_dir, source))
+        ray.init(num_cpus=cores, include_dashboard=False)
+        for mode in ("tasks", "actors"):
+            print(f"{mode} …", file=sys.stderr, flush=True)
+            job(mode, model_dir, requests_file(workdir / "warm.jsonl", 200), workdir, cores)
+            rows.append(job(mode, model_dir, source, workdir, cores))
+        ray.shutdown()
+    for row in rows:
+        row.share_of_limit = row.per_core / rows[0].per_core
+    lines = ["| mode | rows | seconds | rows/s | cores | rows/s per core | % of limit per core |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r.mode} | {r.rows:,} | {r.seconds:.1f} | {r.rows_per_s:,.0f} | {r.cores} | "
+              f"{r.per_core:,.0f} | {100 * (r.share_of_limit or 0):.0f}% |" for r in rows]
+    report = "\n".join([
+        "# batch_throughput", "",
+        f"`{' '.join(['bench/batch_throughput.py', *sys.argv[1:]])}` on {machine()}.",
+        f"{args.rows:,} rows of tiny Chronos-Bolt (history 128, horizon 16, quantiles), "
+        f"batch size {BATCH}, chunk_rows 1024; one torch thread per worker. Job rows include "
+        "driver validation, scheduling, I/O, JSON, checkpoints and the final join; a warm-up "
+        "job of 200 rows runs first in each mode (worker processes and model loads).", "",
+        *lines])
+    print(report)
+    if not args.no_save:
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "batch_throughput.md").write_text(report + "\n")
+        (RESULTS / "batch_throughput.json").write_text(
+            json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""`BatchRunner`: a ModelSpec's backend over a whole source, on Ray Data.
+
+    runner = BatchRunner(model_spec=spec)
+    summary = runner.run(BatchSpec(source="in.jsonl", sink="out.jsonl", batch_size=64))
+
+1. The driver validates every row (streaming) and cuts the source into chunks.
+2. Chunks not yet checkpointed run as a Ray Data `map_batches` over chunk descriptors —
+   stateless tasks or an actor pool — each worker reading its chunk itself, answering it
+   through the engine's request path and checkpointing it. The driver holds descriptors and
+   counters only.
+3. Parts are joined in chunk order into the sink and the errors file: one response per
+   valid row, in input order, whatever order chunks finished in.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import fsspec
+
+from sheaf_batch.checkpoints import WorkDir
+from sheaf_batch.sources import Source
+from sheaf_batch.spec import BatchSpec
+from sheaf_batch.validation import InvalidRows, plan
+from sheaf_batch.worker import ChunkActor, JobContext, run_chunks
+from sheaf_core.spec import ModelSpec
+from sheaf_server.engine import Engine
+
+log = logging.getLogger("sheaf.batch")
+
+
+@dataclass
+class BatchSummary:
+    rows: int
+    ok: int
+    rejected: int
+    failed: int
+    seconds: float
+    resumed_chunks: int
+    sink: str
+    errors: str
+    rejects: str
+
+    def __str__(self) -> str:
+        rate = self.ok / self.seconds if self.seconds else 0.0
+        resumed = f"; {self.resumed_chunks} chunks from checkpoints" if self.resumed_chunks else ""
+        return (f"{self.rows} rows: {self.ok} ok → {self.sink}, {self.rejected} rejected → "
+                f"{self.rejects}, {self.failed} failed → {self.errors}; {self.seconds:.1f}s "
+                f"({rate:,.0f} rows/s){resumed}")
+
+
+class BatchRunner:
+    """Runs jobs for one model. `plugins`: in-process plugin objects (as for the servers);
+    `address`: a Ray cluster to join (default: the one this process is connected to, else a
+    local one); `progress`: a progress bar on stderr."""
+
+    def __init__(self, model_spec: ModelSpec, *, plugins: Iterable[object] = (),
+                 address: str | None = None, progress: bool = True) -> None:
+        self.spec = model_spec
+        self.plugins = tuple(plugins)
+        self.address = address
+        self.progress = progress
+        # Constructs the backend (no weights): a bad spec fails here, before any work.
+        self._runtime = Engine([model_spec], plugins=self.plugins).runtimes[model_spec.name]
+
+    def run(self, job: BatchSpec) -> BatchSummary:
+        started = time.perf_counter()
+        options = job.storage_options
+        source = Source(job.source, options)
+        planned = plan(source, self._runtime, job.chunk_rows, job.rejects_path, options)
+        if planned.rejected and job.on_invalid == "fail":
+            raise InvalidRows(planned.rejected, planned.shown, job.rejects_path)
+        work = WorkDir(job.work_path, options)
+        work.claim({"model": self.spec.model_dump(mode="json"), "source": source.fingerprint(),
+                    "chunk_rows": job.chunk_rows})
+        done = work.done()
+        pending = [c for c in planned.chunks if c.index not in done]
+        valid = planned.rows - planned.rejected
+        resumed = sum(done[c.index]["ok"] + done[c.index]["failed"] for c in planned.chunks
+                      if c.index in done)
+        if pending:
+            self._execute(job, pending, total=valid, initial=resumed)
+        counts = work.done()
+        indices = [c.index for c in planned.chunks]
+        with fsspec.open(job.sink, "wb", **options) as sink:
+            work.copy_parts(indices, "jsonl", sink)
+        with fsspec.open(job.errors_path, "wb", **options) as errors:
+            work.copy_parts(indices, "errors.jsonl", errors)
+        work.remove()
+        return BatchSummary(
+            rows=planned.rows, ok=sum(counts[i]["ok"] for i in indices),
+            rejected=planned.rejected, failed=sum(counts[i]["failed"] for i in indices),
+            seconds=time.perf_counter() - started, resumed_chunks=len(done), sink=job.sink,
+            errors=job.errors_path, rejects=job.rejects_path)
+
+    def _execute(self, job: BatchSpec, chunks: list, total: int, initial: int) -> None:
+        import ray
+        from tqdm import tqdm
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours counts rows, not blocks
+        work = JobContext(self.spec, job.source, job.work_path, job.storage_options,
+                          job.batch_size, self.plugins)
+        items = [asdict(c) for c in chunks]
+        dataset = ray.data.from_items(items, override_num_blocks=len(items))
+        resources = {"num_cpus": job.num_cpus, "num_gpus": job.num_gpus}
+        if job.compute == "actors":
+            dataset = dataset.map_batches(
+                ChunkActor, fn_constructor_kwargs={"job": work}, batch_size=1,
+                compute=ray.data.ActorPoolStrategy(size=job.num_actors), **resources)
+        else:
+            compute = ray.data.TaskPoolStrategy(size=job.concurrency) if job.concurrency \
+                else None
+            dataset = dataset.map_batches(run_chunks, fn_kwargs={"job": work}, batch_size=1,
+                                          compute=compute, **resources)
+        with tqdm(total=total, initial=initial, unit="rows", desc=self.spec.name,
+                  disable=not self.progress, file=sys.stderr, dynamic_ncols=True,
+                  smoothing=0.1) as bar:
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                bar.update(int(batch["ok"].sum() + batch["failed"].sum()))

@@ -1,0 +1,61 @@
+"""Driver-side validation: every row checked against the model type's contract, streaming,
+before any work starts. Invalid rows are written to the rejects file with their line and
+the fields at fault; the checks that need the model's weights (its own refusals) run on the
+workers and land in the errors file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+
+from sheaf_batch.sources import Chunk, Source
+from sheaf_core.errors import SheafError
+from sheaf_server.engine import ModelRuntime, RequestInvalid
+
+#: How many invalid rows an `InvalidRows` message lists (all of them are in the file).
+SHOWN = 20
+
+
+class InvalidRows(SheafError):
+    """The source has invalid rows and `on_invalid` is `fail`: nothing was run."""
+
+    def __init__(self, count: int, shown: list[str], rejects: str) -> None:
+        self.count = count
+        more = f"\n  … and {count - len(shown)} more" if count > len(shown) else ""
+        super().__init__(f"{count} invalid rows; nothing was run. All are listed in "
+                         f"{rejects}:\n  " + "\n  ".join(shown) + more +
+                         "\nFix them, or set on_invalid: skip to run the valid rows.")
+
+
+@dataclass
+class Plan:
+    chunks: list[Chunk]
+    rows: int = 0
+    rejected: int = 0
+    shown: list[str] = field(default_factory=list)
+
+
+def plan(source: Source, runtime: ModelRuntime, chunk_rows: int, rejects: str,
+         storage_options: dict[str, Any]) -> Plan:
+    """Scan `source`: validate each row, write rejects, cut the chunks."""
+    result = Plan(chunks=[])
+    with fsspec.open(rejects, "w", **storage_options) as out:
+
+        def check(line: int, text: str) -> None:
+            result.rows += 1
+            try:
+                runtime.parse(text)
+            except RequestInvalid as exc:
+                result.rejected += 1
+                problems = [{"field": p.field, "message": p.message} for p in exc.problems]
+                out.write(json.dumps({"line": line, "fields": problems,
+                                      "row": text.rstrip("\n")}) + "\n")
+                if len(result.shown) < SHOWN:
+                    result.shown.append(f"line {line}: " + "; ".join(
+                        f"{p['field']}: {p['message']}" for p in problems))
+
+        result.chunks = source.scan(chunk_rows, check)
+    return result

@@ -1,0 +1,163 @@
+"""BatchRunner on a real local Ray cluster: one response per valid row in input order under
+both compute modes, invalid rows reported by line and field before anything runs (or
+skipped to a rejects file), a failing row isolated in the errors file, Parquet in, s3:// in
+and out through a real S3 API, and a backend loaded once per worker, not per chunk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from batch_support import POISON, BatchTestPlugin
+
+from sheaf_batch import BatchRunner, BatchSpec, InvalidRows
+from sheaf_core import ModelSpec
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def row(i: int, first: float = 1.0) -> dict:
+    return {"history": [first, 2.0, 3.0, float(i)], "horizon": 2}
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def read_jsonl(path: str, options: dict | None = None) -> list[dict]:
+    with fsspec.open(path, "r", **(options or {})) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def runner(**kwargs: object) -> BatchRunner:
+    spec = ModelSpec(name="fc", backend="batch-test", backend_kwargs=kwargs)
+    return BatchRunner(spec, plugins=[BatchTestPlugin()], progress=False)
+
+
+@pytest.mark.parametrize("compute", ["tasks", "actors"])
+def test_every_row_is_answered_in_input_order_under_skewed_cost(tmp_path: Path,
+                                                               compute: str) -> None:
+    # the first chunk is slow (30 ms a row), the others instant: chunks finish out of order
+    rows = [row(i, first=30.0 if i < 10 else 0.0) for i in range(120)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    sink = tmp_path / "out.jsonl"
+    summary = runner(skew=True).run(BatchSpec(
+        source=str(source), sink=str(sink), batch_size=4, chunk_rows=10, compute=compute,
+        num_actors=2, num_cpus=0.5))
+    out = read_jsonl(str(sink))
+    assert [r["request_id"] for r in out] == [f"line-{i + 1}" for i in range(120)]
+    assert [r["mean"] for r in out] == [[float(i)] * 2 for i in range(120)]
+    assert summary.ok == 120 and summary.failed == summary.rejected == 0
+    assert read_jsonl(summary.errors) == [] and not Path(f"{sink}.parts").exists()
+
+
+def test_invalid_rows_are_reported_by_line_and_field_and_nothing_runs(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [
+        row(0), {"history": [1, "x"], "horizon": 2}, row(2), "{not json", "",
+        {"history": [1, 2], "horizon": 0, "colour": 1}])
+    sink = tmp_path / "out.jsonl"
+    with pytest.raises(InvalidRows) as info:
+        runner().run(BatchSpec(source=str(source), sink=str(sink)))
+    message = str(info.value)
+    assert message.startswith("3 invalid rows; nothing was run")
+    assert "line 2: history.1:" in message and "line 4: body" in message
+    assert "line 6: horizon:" in message and "colour: unknown field" in message
+    rejects = read_jsonl(f"{sink}.rejects.jsonl")
+    assert [r["line"] for r in rejects] == [2, 4, 6]
+    assert not sink.exists() and not Path(f"{sink}.parts").exists()
+
+
+def test_with_on_invalid_skip_rejects_are_set_aside_and_the_rest_runs(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [row(0), {"history": [], "horizon": 2},
+                                                 row(2), {"horizon": 2, "history": [1] * 3,
+                                                          "request_id": "mine"}])
+    sink = tmp_path / "out.jsonl"
+    summary = runner().run(BatchSpec(source=str(source), sink=str(sink), on_invalid="skip"))
+    assert [r["request_id"] for r in read_jsonl(str(sink))] == ["line-1", "line-3", "mine"]
+    assert [r["line"] for r in read_jsonl(summary.rejects)] == [2]
+    assert (summary.rows, summary.ok, summary.rejected) == (4, 3, 1)
+
+
+def test_a_row_that_fails_in_the_backend_goes_to_the_errors_file(tmp_path: Path) -> None:
+    rows = [row(i) for i in range(30)]
+    rows[17]["history"][1] = POISON
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    sink = tmp_path / "out.jsonl"
+    summary = runner().run(BatchSpec(source=str(source), sink=str(sink), batch_size=8,
+                                     chunk_rows=10))
+    assert [r["request_id"] for r in read_jsonl(str(sink))] == [
+        f"line-{i + 1}" for i in range(30) if i != 17]
+    [error] = read_jsonl(summary.errors)
+    assert error["line"] == 18 and error["request_id"] == "line-18"
+    assert error["error"] == "RuntimeError: the model choked on this series"
+    assert (summary.ok, summary.failed) == (29, 1)
+
+
+def test_a_model_refusal_names_the_field_in_the_errors_file(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", [
+        row(0), {"history": [1, 2, 3], "horizon": 2, "past_covariates": {"t": [1, 2, 3]}}])
+    summary = runner().run(BatchSpec(source=str(source), sink=str(tmp_path / "out.jsonl")))
+    [error] = read_jsonl(summary.errors)
+    assert error["line"] == 2 and error["fields"][0]["field"] == "past_covariates"
+
+
+def test_parquet_rows_are_numbered_from_one_across_row_groups(tmp_path: Path) -> None:
+    table = pa.Table.from_pylist([{"history": [1.0, 2.0, float(i)], "horizon": 1,
+                                   "request_id": None} for i in range(25)])
+    source = tmp_path / "in.parquet"
+    pq.write_table(table, source, row_group_size=10)
+    sink = tmp_path / "out.jsonl"
+    runner().run(BatchSpec(source=str(source), sink=str(sink)))
+    out = read_jsonl(str(sink))
+    assert [r["request_id"] for r in out] == [f"line-{i + 1}" for i in range(25)]
+    assert [r["mean"] for r in out] == [[float(i)] for i in range(25)]
+
+
+def test_s3_in_and_out(s3: dict, tmp_path: Path) -> None:
+    with fsspec.open("s3://jobs/in.jsonl", "w", **s3) as f:
+        f.write("".join(json.dumps(row(i)) + "\n" for i in range(40)))
+    summary = runner().run(BatchSpec(source="s3://jobs/in.jsonl", sink="s3://jobs/out.jsonl",
+                                     chunk_rows=16, storage_options=s3))
+    out = read_jsonl("s3://jobs/out.jsonl", s3)
+    assert [r["request_id"] for r in out] == [f"line-{i + 1}" for i in range(40)]
+    assert summary.ok == 40 and read_jsonl(summary.errors, s3) == []
+    fs = fsspec.filesystem("s3", **s3)
+    assert not fs.exists("jobs/out.jsonl.parts")
+
+
+def test_the_backend_loads_once_per_worker_process_not_per_chunk(tmp_path: Path) -> None:
+    log = tmp_path / "loads.log"
+    source = write_jsonl(tmp_path / "in.jsonl", [row(i) for i in range(200)])
+    runner(load_log=str(log)).run(BatchSpec(source=str(source), sink=str(tmp_path / "o.jsonl"),
+                                            chunk_rows=10))  # 20 chunks
+    loads = log.read_text().split()
+    assert len(loads) == len(set(loads)) <= 4  # one per worker process Ray used
+
+
+def test_tiny_chronos_bolt_on_an_actor_pool_matches_the_backend_in_process(
+        tmp_path: Path) -> None:
+    from sheaf_backend_chronos.backend import ChronosBackend
+    from sheaf_backend_chronos.testing import save_tiny_bolt
+    from sheaf_core import TimeSeriesRequest
+
+    model = save_tiny_bolt(tmp_path / "bolt")
+    rows = [{"history": [10 + (i * j) % 7 for j in range(24)], "horizon": 4,
+             "output_mode": "quantiles"} for i in range(40)]
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    spec = ModelSpec(name="bolt", backend="chronos", backend_kwargs={"model_id": str(model)})
+    summary = BatchRunner(spec, progress=False).run(BatchSpec(
+        source=str(source), sink=str(tmp_path / "out.jsonl"), compute="actors",
+        num_actors=2, num_cpus=0.5, batch_size=16, chunk_rows=10))
+    assert summary.ok == 40
+    local = ChronosBackend(model_id=str(model))
+    local.load()
+    expected = local.predict([TimeSeriesRequest.model_validate(r) for r in rows])
+    out = read_jsonl(str(tmp_path / "out.jsonl"))
+    for got, want in zip(out, expected, strict=True):
+        assert got["mean"] == pytest.approx(want.mean, rel=1e-5)
+        assert got["quantiles"]["0.5"] == pytest.approx(want.quantiles["0.5"], rel=1e-5)
