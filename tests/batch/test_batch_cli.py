@@ -79,3 +79,26 @@ def test_a_killed_job_resumes_from_its_checkpoints(tmp_path: Path, env: dict[str
     ids = [json.loads(line)["request_id"] for line in sink.read_text().splitlines()]
     assert ids == [f"line-{i + 1}" for i in range(rows)]  # complete, in order, no duplicate
     assert not parts.exists()
+
+
+def _driver_peak_rss_kib(path: Path, env: dict[str, str]) -> int:
+    """Peak RSS of the driver process alone (Ray's workers are other processes)."""
+    code = ("import resource, sys; from sheaf_batch.cli import main; rc = main(sys.argv[1:]); "
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+            "file=sys.stderr); sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code, "run", str(path), "--no-progress"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return int(result.stderr.rsplit("MAXRSS", 1)[1].split()[0])
+
+
+def test_the_driver_holds_no_more_for_100k_rows_than_for_1k(tmp_path: Path,
+                                                            env: dict[str, str]) -> None:
+    (tmp_path / "small").mkdir()
+    (tmp_path / "large").mkdir()
+    small, _ = job_file(tmp_path / "small", 1_000)
+    large, sink = job_file(tmp_path / "large", 100_000)
+    growth_mib = (_driver_peak_rss_kib(large, env) - _driver_peak_rss_kib(small, env)) / 1024
+    assert len(sink.read_text().splitlines()) == 100_000
+    # 100k requests and responses held at once would be hundreds of MiB of Python objects
+    assert growth_mib < 64, f"driver peak RSS grew {growth_mib:.0f} MiB for 99k more rows"
