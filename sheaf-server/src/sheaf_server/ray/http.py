@@ -15,8 +15,9 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sheaf_server.asgi.request_id import HEADER
+
 CALLBACK_IMPORT_PATH = "sheaf_server.ray.http:middlewares"
-_HEADER = b"x-request-id"
 
 
 def middlewares() -> list[Middleware]:
@@ -44,7 +45,7 @@ class OneRequestIdHeader:
 def _first_id_only(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     kept, seen = [], False
     for key, value in headers:
-        if key.lower() == _HEADER:
+        if key.lower() == HEADER:
             if seen:
                 continue
             seen = True
