@@ -161,3 +161,19 @@ def test_tiny_chronos_bolt_on_an_actor_pool_matches_the_backend_in_process(
     for got, want in zip(out, expected, strict=True):
         assert got["mean"] == pytest.approx(want.mean, rel=1e-5)
         assert got["quantiles"]["0.5"] == pytest.approx(want.quantiles["0.5"], rel=1e-5)
+
+
+def test_a_parquet_sink_keeps_order_and_unifies_nested_fields(tmp_path: Path) -> None:
+    rows = [row(i) for i in range(30)]
+    for i in range(0, 30, 3):  # some rows ask for quantiles, at two different levels
+        rows[i] = {**rows[i], "output_mode": "quantiles",
+                   "quantile_levels": [0.1, 0.9] if i % 2 else [0.5]}
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    sink = tmp_path / "out.parquet"
+    runner().run(BatchSpec(source=str(source), sink=str(sink), chunk_rows=7))
+    table = pq.read_table(sink).to_pylist()
+    assert [r["request_id"] for r in table] == [f"line-{i + 1}" for i in range(30)]
+    assert [r["mean"] for r in table] == [[float(i)] * 2 for i in range(30)]
+    assert set(table[3]["quantiles"]) == {"0.1", "0.5", "0.9"}
+    assert table[3]["quantiles"]["0.1"] is not None and table[3]["quantiles"]["0.5"] is None
+    assert table[1]["quantiles"] is None

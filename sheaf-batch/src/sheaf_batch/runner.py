@@ -8,8 +8,8 @@
    stateless tasks or an actor pool — each worker reading its chunk itself, answering it
    through the engine's request path and checkpointing it. The driver holds descriptors and
    counters only.
-3. Parts are joined in chunk order into the sink and the errors file: one response per
-   valid row, in input order, whatever order chunks finished in.
+3. Parts are joined in chunk order into the sink (JSONL or Parquet) and the errors file:
+   one response per valid row, in input order, whatever order chunks finished in.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import fsspec
 
 from sheaf_batch.checkpoints import WorkDir
+from sheaf_batch.sinks import write_sink
 from sheaf_batch.sources import Source
 from sheaf_batch.spec import BatchSpec
 from sheaf_batch.validation import InvalidRows, plan
@@ -86,8 +87,7 @@ class BatchRunner:
             self._execute(job, pending, total=valid, initial=resumed)
         counts = work.done()
         indices = [c.index for c in planned.chunks]
-        with fsspec.open(job.sink, "wb", **options) as sink:
-            work.copy_parts(indices, "jsonl", sink)
+        write_sink(work, indices, job.sink, options)
         with fsspec.open(job.errors_path, "wb", **options) as errors:
             work.copy_parts(indices, "errors.jsonl", errors)
         work.remove()

@@ -20,8 +20,8 @@ class BatchSpec(BaseModel):
 
     source: str = Field(description="JSONL (.jsonl, .ndjson, .json) or Parquet (.parquet) "
                         "of requests: a local path or an fsspec URL such as s3://bucket/key.")
-    sink: str = Field(description="Where responses go (JSONL), one per valid input row, in "
-                      "input order.")
+    sink: str = Field(description="Where responses go (.jsonl or .parquet), one per valid "
+                      "input row, in input order.")
     errors: str | None = Field(default=None, description="Rows the backend failed on (line, "
                                "error); default: SINK.errors.jsonl.")
     rejects: str | None = Field(default=None, description="Rows that failed validation (line, "
@@ -49,8 +49,8 @@ class BatchSpec(BaseModel):
     @model_validator(mode="after")
     def _known_formats(self) -> BatchSpec:
         source_format(self.source)
-        if not self.sink.endswith((".jsonl", ".ndjson")):
-            raise ValueError(f"sink: {self.sink!r} must be a .jsonl file")
+        if not self.sink.endswith((".jsonl", ".ndjson", ".parquet")):
+            raise ValueError(f"sink: {self.sink!r} must be a .jsonl or .parquet file")
         return self
 
     @property
