@@ -48,13 +48,12 @@ def _write_parquet(work: WorkDir, indices: list[int], sink: str,
         for index in indices:
             part = table(index)
             if part is not None:
-                writer.write_table(part.select(schema.names).cast(schema)
-                                   if set(part.schema.names) == set(schema.names)
-                                   else _widen(part, schema).cast(schema))
+                writer.write_table(_widen(part, schema).cast(schema))
 
 
 def _widen(part: Any, schema: Any) -> Any:
-    """Add the columns other parts have and this one lacks, as nulls, in schema order."""
+    """The part's columns in schema order, with the ones other parts have and this one
+    lacks added as nulls."""
     import pyarrow as pa
 
     columns = [part.column(name) if name in part.schema.names

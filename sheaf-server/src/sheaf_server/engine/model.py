@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from functools import partial
 from typing import Any
@@ -164,17 +164,11 @@ class ModelRuntime(ModelBase):
 
     def parse(self, body: bytes | str) -> BaseRequest:
         """Validate a JSON body against the contract (422 if not); `check` comes next."""
-        try:
-            return self._validate_json(body)
-        except ValidationError as exc:
-            raise RequestInvalid("the request body is invalid",
-                                 problems=problems_from(exc)) from None
+        return parse_body(self._validate_json, body)
 
     def check(self, request: BaseRequest) -> None:
         """Model-level checks of an already typed request."""
-        if request.model_name is not None and request.model_name != self.name:
-            raise RequestInvalid("the request names another model", problems=[FieldProblem(
-                "model_name", f"is {request.model_name!r} but this route serves {self.name!r}")])
+        check_addressed_to(request, self.name)
         try:
             self.backend.validate_request(request)
         except InvalidRequest as exc:
@@ -247,6 +241,24 @@ class ModelRuntime(ModelBase):
             except Exception as exc:  # describe is informative only
                 info["details"] = {"error": str(exc)}
         return info
+
+
+def parse_body(validate_json: Callable[[bytes | str], BaseRequest],
+               body: bytes | str) -> BaseRequest:
+    """A JSON body as a typed request, or RequestInvalid naming each field (a 422); the
+    same for a model's route and a pipeline's."""
+    try:
+        return validate_json(body)
+    except ValidationError as exc:
+        raise RequestInvalid("the request body is invalid",
+                             problems=problems_from(exc)) from None
+
+
+def check_addressed_to(request: BaseRequest, name: str) -> None:
+    """A request that names a model (`model_name`) must name the one whose route it hit."""
+    if request.model_name is not None and request.model_name != name:
+        raise RequestInvalid("the request names another model", problems=[FieldProblem(
+            "model_name", f"is {request.model_name!r} but this route serves {name!r}")])
 
 
 def predict_each(backend: Backend[Any, Any], requests: Sequence[BaseRequest]) -> list[Any]:

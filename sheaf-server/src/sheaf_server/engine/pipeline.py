@@ -14,10 +14,8 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
-from sheaf_core.errors import FieldProblem, InvalidRequest
+from sheaf_core.errors import InvalidRequest
 from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec
 from sheaf_core.registry import ContractEntry
 from sheaf_server.engine.errors import (
@@ -27,7 +25,7 @@ from sheaf_server.engine.errors import (
     ModelNotReady,
     RequestInvalid,
 )
-from sheaf_server.engine.model import ModelState, problems_from
+from sheaf_server.engine.model import ModelState, check_addressed_to, parse_body
 
 log = logging.getLogger("sheaf.engine")
 
@@ -91,11 +89,7 @@ class PipelineRuntime:
             if self.state is not ModelState.READY:
                 raise ModelNotReady(f"pipeline {self.name!r} is not ready: {self.reason}",
                                     retry_after=5)
-            try:
-                request = self._validate_json(body)
-            except ValidationError as exc:
-                raise RequestInvalid("the request body is invalid",
-                                     problems=problems_from(exc)) from None
+            request = parse_body(self._validate_json, body)
             if body_id_wins and request.request_id:
                 request_id = request.request_id
             self._check(request)
@@ -113,9 +107,7 @@ class PipelineRuntime:
             raise
 
     def _check(self, request: BaseRequest) -> None:
-        if request.model_name is not None and request.model_name != self.name:
-            raise RequestInvalid("the request names another model", problems=[FieldProblem(
-                "model_name", f"is {request.model_name!r} but this route serves {self.name!r}")])
+        check_addressed_to(request, self.name)
         for combiner in self.plan.combiners.values():
             try:
                 combiner.validate_request(request)

@@ -128,8 +128,10 @@ class RemotePipeline(RemoteModel):
 
     def observe(self, status: str, message: str) -> None:
         super().observe(status, message)
-        if self.state is not ModelState.READY:
+        if self.state is ModelState.FAILED:
             return
+        # A model still loading (or failed) is the reason that matters: the pipeline's own
+        # replica starts in a moment, the model's weights may take minutes.
         for name, member in self.members.items():
             if member.state is not ModelState.READY:
                 self.state, self.reason = member.state, f"model {name!r}: {member.reason}"
