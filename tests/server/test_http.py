@@ -214,25 +214,68 @@ def test_bucket_by_keeps_unequal_keys_apart(host: Host) -> None:
     assert counted["batches"] >= 2  # at least one per bucket
 
 
-def test_a_client_that_disconnects_before_dispatch_is_dropped(host: Host) -> None:
-    one_at_a_time = spec(backend_kwargs={"delay_s": 2.0},  # time for the disconnect to travel
-                         batching={"max_batch_size": 1, "max_wait_ms": 0})
-    with host.serve(one_at_a_time) as client:
+ONE_AT_A_TIME = spec(backend_kwargs={"delay_s": 2.0},  # time for the cancel to travel
+                     batching={"max_batch_size": 1, "max_wait_ms": 0})
+
+
+def test_a_client_that_disconnects_before_dispatch_is_dropped(
+        request: pytest.FixtureRequest) -> None:
+    # Tier 1 only: on Ray the client talks to Ray's HTTP proxy (HAProxy by default), which
+    # does not always pass a client's disconnect on to the ingress replica — the next test
+    # shows what sheaf guarantees there; docs/ray.md says what a user sees.
+    with Host("asgi", request).serve(ONE_AT_A_TIME) as client:
         base = str(client.base_url)
 
         async def scenario() -> None:
             async with httpx.AsyncClient(base_url=base) as ac:
                 first = asyncio.create_task(ac.post("/m/predict", json=BODY))
-                await asyncio.sleep(0.1)  # first occupies the backend
+                await _until_stats(ac, requests=1)  # first occupies the backend
                 with pytest.raises(httpx.TimeoutException):
                     await ac.post("/m/predict", json={**BODY, "horizon": 7}, timeout=0.1)
                 assert (await first).status_code == 200
 
         asyncio.run(scenario())
-        time.sleep(0.3)
         counted = stats(client)
     assert counted["requests"] == 1  # the abandoned request never ran
     assert counted["dropped"] == 1
+
+
+def test_on_ray_a_call_the_ingress_abandons_is_dropped_before_it_runs(
+        request: pytest.FixtureRequest) -> None:
+    """What the ingress does when it learns its client left: cancel the replica call (the
+    `DeploymentResponse`); the replica's batcher then drops the request unrun."""
+    from ray import serve
+
+    from sheaf_server.ray.runner import _on_handle_loop
+
+    with Host("ray", request).serve(ONE_AT_A_TIME) as client:
+        base = str(client.base_url)
+
+        async def scenario() -> None:
+            handle = serve.get_deployment_handle("m", "sheaf")
+            async with httpx.AsyncClient(base_url=base) as ac:
+                first = handle.handle.remote(json.dumps(BODY), "first", False, 30.0)
+                await _until_stats(ac, requests=1)
+                abandoned = handle.handle.remote(json.dumps(BODY), "second", False, 30.0)
+                await _until_stats(ac, queued=1)  # it reached the replica's batcher
+                abandoned.cancel()
+                request_id, _ = await first
+                assert request_id == "first"
+
+        _on_handle_loop(scenario())
+        counted = stats(client)
+    assert counted["requests"] == 1 and counted["dropped"] == 1, counted
+
+
+async def _until_stats(client: httpx.AsyncClient, **wanted: int) -> None:
+    """Wait (bounded) until the model's counters reach `wanted`: on a busy machine a fixed
+    sleep does not guarantee that a request got where the test needs it."""
+    for _ in range(400):
+        counted = (await client.get("/models/m")).json()["stats"]
+        if all(counted[key] >= value for key, value in wanted.items()):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"the model's counters never reached {wanted}: {counted}")
 
 
 def test_sagemaker_invocations_and_ping(host: Host) -> None:
