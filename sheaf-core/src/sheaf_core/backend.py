@@ -49,6 +49,11 @@ class Backend(Generic[RequestT, ResponseT]):
     Settings: ClassVar[type[BaseModel]] = NoSettings
     #: Whether `stream()` is implemented.
     supports_streaming: ClassVar[bool] = False
+    #: Request fields that must be equal for requests to share one model call (e.g. an
+    #: image's size). Hosts add them to the model's `batching.bucket_by`, so batches are
+    #: formed of such requests; `predict` must still accept a mixed batch (offline jobs
+    #: batch by count), splitting it as it needs.
+    batch_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **kwargs: Any) -> None:
         self.settings = self.Settings(**kwargs)

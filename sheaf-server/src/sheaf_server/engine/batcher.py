@@ -65,6 +65,7 @@ class DynamicBatcher:
                  stats: BatcherStats | None = None) -> None:
         """`stats`: counters to carry on (a hot swap replaces the batcher, not the model)."""
         self.name = name
+        self.policy = policy
         self._run_batch = run_batch
         self._max_size = policy.max_batch_size if policy.enabled else 1
         self._max_wait = policy.max_wait_ms / 1000 if policy.enabled else 0.0

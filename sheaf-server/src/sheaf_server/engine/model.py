@@ -21,7 +21,7 @@ from sheaf_core.backend import Backend
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
 from sheaf_core.errors import ConfigError, FieldProblem, InvalidRequest, UpdateFailed
 from sheaf_core.registry import ContractEntry
-from sheaf_core.spec import ModelSpec
+from sheaf_core.spec import BatchingPolicy, ModelSpec
 from sheaf_server.engine.batcher import DynamicBatcher
 from sheaf_server.engine.errors import BackendFailed, EngineError, ModelNotReady, RequestInvalid
 
@@ -94,7 +94,7 @@ class ModelRuntime(ModelBase):
         self.backend = backend
         self.load_seconds: float | None = None
         self.batcher = DynamicBatcher(spec.name, partial(self.run_batch, backend),
-                                      spec.batching)
+                                      batching_policy(spec, backend))
         self._validate_json = contract.request.model_validate_json
         self._serialize = contract.response.__pydantic_serializer__.to_json
         self._swap_lock = asyncio.Lock()
@@ -144,7 +144,7 @@ class ModelRuntime(ModelBase):
                                    f"({type(exc).__name__}: {exc}); still serving the "
                                    "previous one") from exc
             batcher = DynamicBatcher(spec.name, partial(self.run_batch, backend),
-                                     spec.batching, stats=self.batcher.stats)
+                                     batching_policy(spec, backend), stats=self.batcher.stats)
             batcher.start()
             old_backend, old_batcher = self.backend, self.batcher
             # The switch itself: no await between these lines, so every request either
@@ -234,6 +234,7 @@ class ModelRuntime(ModelBase):
     async def describe(self) -> dict[str, Any]:
         """The model's entry in the listing (GET /models), with its batch counters."""
         info = self.description()
+        info["batching"] = self.batcher.policy.model_dump()  # with the backend's batch_keys
         info["stats"] = self.batcher.stats.summary(queued=self.batcher.queued)
         if self.state is ModelState.READY:
             try:
@@ -241,6 +242,15 @@ class ModelRuntime(ModelBase):
             except Exception as exc:  # describe is informative only
                 info["details"] = {"error": str(exc)}
         return info
+
+
+def batching_policy(spec: ModelSpec, backend: Backend[Any, Any]) -> BatchingPolicy:
+    """The spec's batching policy, its `bucket_by` extended with the backend's `batch_keys`
+    (what requests must share to go in one model call)."""
+    missing = [key for key in type(backend).batch_keys if key not in spec.batching.bucket_by]
+    if not missing:
+        return spec.batching
+    return spec.batching.model_copy(update={"bucket_by": [*spec.batching.bucket_by, *missing]})
 
 
 def parse_body(validate_json: Callable[[bytes | str], BaseRequest],

@@ -1,0 +1,1 @@
+"""Sheaf backend `flux`: FLUX text-to-image through diffusers' FluxPipeline."""

@@ -1,0 +1,92 @@
+"""The `flux` backend: FLUX.1 schnell- and dev-style checkpoints via diffusers' FluxPipeline.
+
+Batching: requests that share size, steps and guidance (`batch_keys`, which the engine adds
+to the model's `bucket_by`) are generated in one pipeline call, every image with its own
+seeded generator, so an image is the same alone or batched (`sheaf_diffusers.generation`).
+`negative_prompt` is accepted for compatibility and ignored: FLUX is guidance-distilled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from pydantic import Field
+
+from sheaf_core.backend import Backend
+from sheaf_core.contracts.images import GeneratedImage, encode_image
+from sheaf_core.contracts.text_to_image import TextToImageRequest, TextToImageResponse
+from sheaf_core.errors import FieldProblem, InvalidRequest
+from sheaf_diffusers import DiffusersSettings, group_by, load_pipeline, plan_images
+from sheaf_diffusers.generation import generators
+
+
+class FluxSettings(DiffusersSettings):
+    max_sequence_length: int = Field(default=512, ge=1, le=512, description="T5 prompt "
+                                     "tokens (schnell was trained with 256, dev with 512).")
+
+
+class FluxBackend(Backend[TextToImageRequest, TextToImageResponse]):
+    """See the module docstring."""
+
+    model_type = "text_to_image"
+    Settings = FluxSettings
+    batch_keys: ClassVar[tuple[str, ...]] = (
+        "height", "width", "num_inference_steps", "guidance_scale")
+    settings: FluxSettings
+
+    def load(self) -> None:
+        from diffusers import FluxPipeline
+
+        self.pipe, self.device = load_pipeline(FluxPipeline, self.settings)
+        # The VAE downsamples by vae_scale_factor and the transformer packs 2x2 patches.
+        self.size_multiple: int = self.pipe.vae_scale_factor * 2
+        super().load()
+
+    def validate_request(self, request: TextToImageRequest) -> None:
+        problems = [FieldProblem(field, f"is {value}; this model needs a multiple of "
+                                 f"{self.size_multiple}")
+                    for field, value in (("height", request.height), ("width", request.width))
+                    if value % self.size_multiple]
+        if problems:
+            raise InvalidRequest(problems)
+
+    def predict(self, requests: Sequence[TextToImageRequest]) -> list[TextToImageResponse]:
+        images: dict[int, list[GeneratedImage]] = {i: [] for i in range(len(requests))}
+        first_seeds: dict[int, int] = {}
+        for group in group_by(requests, lambda r: tuple(getattr(r, k) for k in self.batch_keys)):
+            seeds, calls = plan_images(requests, group, self.settings.max_images_per_call)
+            first_seeds.update(seeds)
+            shared = requests[group[0]]
+            for jobs in calls:
+                output = self.pipe(
+                    prompt=[requests[job.request].prompt for job in jobs],
+                    height=shared.height, width=shared.width,
+                    num_inference_steps=shared.num_inference_steps,
+                    guidance_scale=shared.guidance_scale,
+                    generator=generators(jobs),
+                    max_sequence_length=self.settings.max_sequence_length,
+                    output_type="pil",
+                )
+                for job, image in zip(jobs, output.images, strict=True):
+                    fmt = requests[job.request].output_format
+                    images[job.request].append(
+                        GeneratedImage(image_b64=encode_image(image, fmt), seed=job.seed))
+        return [_response(request, images[i], first_seeds[i])
+                for i, request in enumerate(requests)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"model_id": self.settings.model_id, "device": self.device,
+                "dtype": str(self.pipe.dtype).removeprefix("torch."),
+                "size_multiple": self.size_multiple,
+                "guidance_embeds": bool(self.pipe.transformer.config.guidance_embeds)}
+
+
+def _response(request: TextToImageRequest, images: list[GeneratedImage],
+              seed: int) -> TextToImageResponse:
+    first, *rest = images
+    assert first.seed == seed
+    return TextToImageResponse(
+        model_type=request.model_type, image_b64=first.image_b64, seed=first.seed,
+        width=request.width, height=request.height, output_format=request.output_format,
+        additional_images=rest)

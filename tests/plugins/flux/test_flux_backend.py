@@ -1,0 +1,203 @@
+"""The flux backend on a tiny FLUX pipeline built and saved here, loaded through diffusers'
+real `FluxPipeline.from_pretrained`, alone and behind a real server."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from sheaf_backend_flux.backend import FluxBackend
+from sheaf_backend_flux.testing import save_tiny_flux
+from sheaf_core import InvalidRequest, ModelSpec, SheafConfig
+from sheaf_core.contracts.text_to_image import TextToImageRequest
+from sheaf_core.testing import BackendConformance
+from sheaf_server import ModelServer
+
+SMALL = {"height": 64, "width": 64, "num_inference_steps": 2}
+
+
+def pixels(image_b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(image_b64)))).astype(int)
+
+
+def assert_same_image(a: str, b: str) -> None:
+    """Equal up to float rounding: a batched matrix product rounds differently from a lone
+    one, which can move a rare pixel by one level (of 255) — and JPEG's block quantisation
+    can spread such a change over its 8x8 block."""
+    diff = np.abs(pixels(a) - pixels(b))
+    lossy = Image.open(io.BytesIO(base64.b64decode(a))).format != "PNG"
+    if lossy:
+        assert diff.mean() < 0.5, diff.mean()
+    else:
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
+
+
+@pytest.fixture(scope="module")
+def flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_flux(tmp_path_factory.mktemp("flux"))
+
+
+@pytest.fixture(scope="module")
+def flux(flux_dir: Path) -> FluxBackend:
+    backend = FluxBackend(model_id=str(flux_dir), device="cpu")
+    backend.load()
+    return backend
+
+
+class TestFluxConformance(BackendConformance):
+    backend_name = "flux"
+
+    @pytest.fixture(scope="class")
+    def backend_kwargs(self, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+        return {"model_id": str(save_tiny_flux(tmp_path_factory.mktemp("flux")))}
+
+    @pytest.fixture
+    def sample_requests(self) -> list[TextToImageRequest]:
+        return [TextToImageRequest(prompt="a red boat", seed=1, **SMALL),
+                TextToImageRequest(prompt="a green hill at dawn", seed=2, num_images=2, **SMALL),
+                TextToImageRequest(prompt="a red boat", seed=3, output_format="jpeg", **SMALL)]
+
+    def assert_same(self, a: Any, b: Any, where: str = "response") -> None:
+        if isinstance(a, dict) and "image_b64" in a:
+            assert_same_image(a.pop("image_b64"), b.pop("image_b64"))
+            for x, y in zip(a.pop("additional_images", []), b.pop("additional_images", []),
+                            strict=True):
+                assert x["seed"] == y["seed"]
+                assert_same_image(x["image_b64"], y["image_b64"])
+        super().assert_same(a, b, where)
+
+
+def test_a_request_gets_its_size_format_and_seed(flux: FluxBackend) -> None:
+    request = TextToImageRequest(prompt="a lighthouse", seed=11, output_format="webp",
+                                 height=64, width=96, num_inference_steps=2)
+    response = flux.predict([request])[0]
+    image = Image.open(io.BytesIO(base64.b64decode(response.image_b64)))
+    assert (image.format, image.size) == ("WEBP", (96, 64))
+    assert (response.seed, response.width, response.height) == (11, 96, 64)
+
+
+def test_without_a_seed_one_is_drawn_and_reported_so_the_image_can_be_made_again(
+        flux: FluxBackend) -> None:
+    first = flux.predict([TextToImageRequest(prompt="a fox", **SMALL)])[0]
+    again = flux.predict([TextToImageRequest(prompt="a fox", seed=first.seed, **SMALL)])[0]
+    assert_same_image(first.image_b64, again.image_b64)
+
+
+def test_image_i_of_a_request_is_the_image_of_seed_plus_i_alone_or_batched(
+        flux: FluxBackend) -> None:
+    many = TextToImageRequest(prompt="a castle", seed=40, num_images=3, **SMALL)
+    batched = flux.predict([TextToImageRequest(prompt="noise", seed=5, **SMALL), many])[1]
+    assert [i.seed for i in batched.all_images()] == [40, 41, 42]
+    for image in batched.all_images():
+        alone = flux.predict([TextToImageRequest(prompt="a castle", seed=image.seed,
+                                                 **SMALL)])[0]
+        assert_same_image(image.image_b64, alone.image_b64)
+    different = flux.predict([TextToImageRequest(prompt="a castle", seed=99, **SMALL)])[0]
+    assert np.abs(pixels(different.image_b64) - pixels(batched.image_b64)).max() > 1
+
+
+def test_compatible_requests_are_generated_in_one_pipeline_call(flux: FluxBackend) -> None:
+    batch_sizes: list[int] = []
+    hook = flux.pipe.transformer.register_forward_pre_hook(
+        lambda _module, args, kwargs: batch_sizes.append(kwargs["hidden_states"].shape[0]),
+        with_kwargs=True)
+    try:
+        flux.predict([TextToImageRequest(prompt="a", seed=1, **SMALL),
+                      TextToImageRequest(prompt="b", seed=2, num_images=2, **SMALL),
+                      TextToImageRequest(prompt="c", seed=3, **{**SMALL, "height": 96})])
+    finally:
+        hook.remove()
+    # two steps per call: one call of 3 images (64x64), one of 1 (96x64)
+    assert batch_sizes == [3, 3, 1, 1]
+
+
+def test_a_large_batch_is_split_at_max_images_per_call(flux_dir: Path) -> None:
+    backend = FluxBackend(model_id=str(flux_dir), max_images_per_call=2)
+    backend.load()
+    batch_sizes: list[int] = []
+    backend.pipe.transformer.register_forward_pre_hook(
+        lambda _module, args, kwargs: batch_sizes.append(kwargs["hidden_states"].shape[0]),
+        with_kwargs=True)
+    responses = backend.predict([TextToImageRequest(prompt="a", seed=1, num_images=5, **SMALL)])
+    assert len(responses[0].all_images()) == 5
+    assert batch_sizes == [2, 2, 2, 2, 1, 1]
+
+
+def test_sizes_must_be_a_multiple_of_what_the_model_needs(flux: FluxBackend) -> None:
+    assert flux.size_multiple == 16
+    with pytest.raises(InvalidRequest) as info:
+        flux.validate_request(TextToImageRequest(prompt="x", height=72, width=64))
+    assert [p.field for p in info.value.problems] == ["height"]
+    assert "multiple of 16" in info.value.problems[0].message
+
+
+def test_settings_errors_name_the_setting(flux_dir: Path) -> None:
+    backend = FluxBackend(model_id=str(flux_dir), device="cpu", cpu_offload="model")
+    with pytest.raises(ValueError, match="cpu_offload"):
+        backend.load()
+
+
+# -- behind a real server -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(flux_dir: Path) -> Iterator[httpx.Client]:
+    spec = ModelSpec(name="flux", backend="flux",
+                     backend_kwargs={"model_id": str(flux_dir), "device": "cpu"},
+                     batching={"max_batch_size": 8, "max_wait_ms": 100})
+    with ModelServer(SheafConfig(models=[spec]), port=0, log_level="warning") as running, \
+            httpx.Client(base_url=running.url or "", timeout=60) as client:
+        for _ in range(600):
+            if client.get("/ready").status_code == 200:
+                break
+        yield client
+
+
+def test_predict_over_http_returns_a_decodable_image(server: httpx.Client) -> None:
+    response = server.post("/flux/predict", json={"prompt": "a boat", "seed": 3, **SMALL},
+                           headers={"X-Request-ID": "img-1"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["request_id"], body["model_name"], body["seed"]) == ("img-1", "flux", 3)
+    assert pixels(body["image_b64"]).shape == (64, 64, 3)
+
+
+def test_a_sheaf_serve_diffusion_body_is_answered_as_diffusion(server: httpx.Client) -> None:
+    response = server.post("/flux/predict", json={"model_type": "diffusion", "prompt": "x",
+                                                  "seed": 1, **SMALL})
+    assert response.status_code == 200 and response.json()["model_type"] == "diffusion"
+
+
+@pytest.mark.parametrize("patch, field", [
+    ({"height": 72}, "height"),                # the model's multiple (16), not the contract's
+    ({"num_images": 9}, "num_images"),
+    ({"num_inference_steps": 0}, "num_inference_steps"),
+    ({"prompt": ""}, "prompt"),
+])
+def test_bad_requests_get_a_422_naming_the_field(server: httpx.Client, patch: dict,
+                                                 field: str) -> None:
+    response = server.post("/flux/predict", json={"prompt": "x", **SMALL, **patch})
+    assert response.status_code == 422, response.text
+    assert field in {problem["field"] for problem in response.json()["details"]}
+
+
+def test_concurrent_requests_batch_by_size_and_steps(server: httpx.Client) -> None:
+    bodies = [{"prompt": f"p{i}", "seed": i, **SMALL, "width": 64 + 16 * (i % 2)}
+              for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda b: server.post("/flux/predict", json=b), bodies))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert [pixels(r.json()["image_b64"]).shape[1] for r in responses] == \
+        [b["width"] for b in bodies]
+    listing = server.get("/models/flux").json()
+    # the backend's batch_keys joined the model's bucket_by: batches of one size each
+    assert listing["batching"]["bucket_by"] == list(FluxBackend.batch_keys)
+    assert listing["stats"]["max_batch_size"] > 1
