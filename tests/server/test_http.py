@@ -390,3 +390,17 @@ def _wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-unty
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+def test_a_model_without_step_progress_streams_just_its_result(
+        request: pytest.FixtureRequest) -> None:
+    with Host("asgi", request).serve(spec()) as client:
+        with client.stream("POST", "/m/stream", json=BODY,
+                           headers={"X-Request-ID": "s-9"}) as response:
+            assert response.status_code == 200
+            lines = [line for line in response.iter_lines() if line]
+        predicted = client.post("/m/predict", json=BODY).json()
+    assert lines[0] == "event: result"
+    result = json.loads(lines[1].removeprefix("data:"))
+    assert result["request_id"] == "s-9" and result["mean"] == predicted["mean"]
+    assert len(lines) == 2

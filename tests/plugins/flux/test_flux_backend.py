@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +19,7 @@ from PIL import Image
 
 from sheaf_backend_flux.backend import FluxBackend
 from sheaf_backend_flux.testing import save_tiny_flux
-from sheaf_core import InvalidRequest, ModelSpec, SheafConfig
+from sheaf_core import InvalidRequest, ModelSpec, SheafConfig, hookimpl
 from sheaf_core.contracts.text_to_image import TextToImageRequest
 from sheaf_core.testing import BackendConformance
 from sheaf_server import ModelServer
@@ -201,3 +203,92 @@ def test_concurrent_requests_batch_by_size_and_steps(server: httpx.Client) -> No
     # the backend's batch_keys joined the model's bucket_by: batches of one size each
     assert listing["batching"]["bucket_by"] == list(FluxBackend.batch_keys)
     assert listing["stats"]["max_batch_size"] > 1
+
+
+# -- streaming ----------------------------------------------------------------------------------
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
+    """(event, data) pairs of a server-sent event stream, as they arrive."""
+    event, data = "message", []
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            event = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            data.append(line.removeprefix("data:").strip())
+        elif not line and data:
+            yield event, json.loads("\n".join(data))
+            event, data = "message", []
+
+
+def test_stream_sends_each_step_then_the_result_predict_would_give(
+        server: httpx.Client) -> None:
+    body = {"prompt": "a kite", "seed": 21, **{**SMALL, "num_inference_steps": 3},
+            "num_images": 2}
+    with server.stream("POST", "/flux/stream", json=body,
+                       headers={"X-Request-ID": "s-1"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = list(sse_events(response))
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["progress"] * 3 + ["result"]
+    assert [data["step"] for _, data in events[:3]] == [1, 2, 3]
+    assert {data["total"] for _, data in events[:3]} == {3}
+    result = events[-1][1]
+    assert (result["request_id"], result["seed"]) == ("s-1", 21)
+    predicted = server.post("/flux/predict", json=body).json()
+    assert_same_image(result["image_b64"], predicted["image_b64"])
+    assert_same_image(result["additional_images"][0]["image_b64"],
+                      predicted["additional_images"][0]["image_b64"])
+
+
+def test_stream_errors_before_it_starts_are_plain_422s(server: httpx.Client) -> None:
+    response = server.post("/flux/stream", json={"prompt": "x", **SMALL, "height": 72})
+    assert response.status_code == 422
+    assert [d["field"] for d in response.json()["details"]] == ["height"]
+
+
+STEPS_SEEN: list[int] = []
+
+
+class CountingFlux(FluxBackend):
+    """The real flux backend, counting the denoising steps its transformer runs."""
+
+    def load(self) -> None:
+        super().load()
+        self.pipe.transformer.register_forward_pre_hook(lambda *_: STEPS_SEEN.append(1))
+
+
+class CountingPlugin:
+    @hookimpl
+    def sheaf_register_backends(self, register):  # type: ignore[no-untyped-def]
+        register("counting-flux", CountingFlux)
+
+
+def test_a_client_that_disconnects_stops_the_generation_at_the_next_step(
+        flux_dir: Path) -> None:
+    spec = ModelSpec(name="slow", backend="counting-flux",
+                     backend_kwargs={"model_id": str(flux_dir), "device": "cpu"})
+    steps = 200  # the contract's most
+    with ModelServer(SheafConfig(models=[spec]), port=0, log_level="warning",
+                     plugins=[CountingPlugin()]) as running, \
+            httpx.Client(base_url=running.url or "", timeout=60) as client:
+        for _ in range(600):
+            if client.get("/ready").status_code == 200:
+                break
+        body = {"prompt": "a long walk", "seed": 1, "height": 128, "width": 128,
+                "num_inference_steps": steps}
+        with client.stream("POST", "/slow/stream", json=body) as response:
+            assert response.status_code == 200
+            kind, first = next(sse_events(response))
+            assert (kind, first["step"], first["total"]) == ("progress", 1, steps)
+        # the connection is closed: the generation stops within a step or so
+        seen = -1
+        for _ in range(100):
+            if len(STEPS_SEEN) == seen:
+                break
+            seen = len(STEPS_SEEN)
+            time.sleep(0.2)
+        assert seen < steps / 2, f"{seen} of {steps} steps ran after the client left"
+        # and the model serves the next request
+        after = client.post("/slow/predict", json={"prompt": "x", "seed": 2, **SMALL})
+        assert after.status_code == 200

@@ -8,17 +8,18 @@ seeded generator, so an image is the same alone or batched (`sheaf_diffusers.gen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from pydantic import Field
 
-from sheaf_core.backend import Backend
+from sheaf_core.backend import Backend, ProgressEvent
 from sheaf_core.contracts.images import GeneratedImage, encode_image
 from sheaf_core.contracts.text_to_image import TextToImageRequest, TextToImageResponse
 from sheaf_core.errors import FieldProblem, InvalidRequest
 from sheaf_diffusers import DiffusersSettings, group_by, load_pipeline, plan_images
 from sheaf_diffusers.generation import generators
+from sheaf_diffusers.streaming import StepCallback, stepwise
 
 
 class FluxSettings(DiffusersSettings):
@@ -31,6 +32,7 @@ class FluxBackend(Backend[TextToImageRequest, TextToImageResponse]):
 
     model_type = "text_to_image"
     Settings = FluxSettings
+    supports_streaming = True
     batch_keys: ClassVar[tuple[str, ...]] = (
         "height", "width", "num_inference_steps", "guidance_scale")
     settings: FluxSettings
@@ -52,6 +54,18 @@ class FluxBackend(Backend[TextToImageRequest, TextToImageResponse]):
             raise InvalidRequest(problems)
 
     def predict(self, requests: Sequence[TextToImageRequest]) -> list[TextToImageResponse]:
+        return self._generate(requests)
+
+    def stream(self, request: TextToImageRequest) -> Iterator[ProgressEvent |
+                                                              TextToImageResponse]:
+        """A progress event per denoising step (of every pipeline call the request needs),
+        then the response; closing the iterator stops generation at the next step."""
+        calls = -(-request.num_images // self.settings.max_images_per_call)
+        return stepwise(lambda on_step: self._generate([request], on_step)[0],
+                        total=request.num_inference_steps * calls)
+
+    def _generate(self, requests: Sequence[TextToImageRequest],
+                  on_step: StepCallback | None = None) -> list[TextToImageResponse]:
         images: dict[int, list[GeneratedImage]] = {i: [] for i in range(len(requests))}
         first_seeds: dict[int, int] = {}
         for group in group_by(requests, lambda r: tuple(getattr(r, k) for k in self.batch_keys)):
@@ -66,7 +80,7 @@ class FluxBackend(Backend[TextToImageRequest, TextToImageResponse]):
                     guidance_scale=shared.guidance_scale,
                     generator=generators(jobs),
                     max_sequence_length=self.settings.max_sequence_length,
-                    output_type="pil",
+                    output_type="pil", callback_on_step_end=on_step,
                 )
                 for job, image in zip(jobs, output.images, strict=True):
                     fmt = requests[job.request].output_format

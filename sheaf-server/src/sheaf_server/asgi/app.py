@@ -1,8 +1,9 @@
 """The FastAPI app: routes over the engine. Every route's logic lives in the engine; this
 module only reads bodies, maps outcomes to HTTP, and documents the API.
 
-Routes: POST /{name}/predict, GET /{name}/health, GET /{name}/ready, GET /health, GET /ready,
-GET /models, GET /models/{name}, and SageMaker's POST /invocations and GET /ping.
+Routes: POST /{name}/predict, POST /{name}/stream (server-sent events), GET /{name}/health,
+GET /{name}/ready, GET /health, GET /ready, GET /models, GET /models/{name}, and SageMaker's
+POST /invocations and GET /ping.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,6 +43,8 @@ from sheaf_server.engine import (
 )
 from sheaf_server.engine.errors import RequestInvalid
 from sheaf_server.engine.model import ModelState
+from sheaf_server.engine.served import StreamingModel
+from sheaf_server.engine.streaming import Stream
 
 log = logging.getLogger("sheaf.server")
 T = TypeVar("T")
@@ -137,12 +141,53 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
+async def _stream(request: Request, engine: ServingEngine,
+                  runtime: StreamingModel) -> Response:
+    """Server-sent events: `progress` events as the backend reports them, then one `result`
+    (the response, as `predict` returns it) or one `error` (the error body, with `status`).
+    Whatever fails before the stream starts — not ready, a 422, overload — is a plain error
+    response. A client that disconnects cancels the request (see `engine.streaming`)."""
+    body = await read_body(request, engine.settings.max_body_bytes)
+    state = request.scope["state"]
+    state[STATE_KEY], stream = runtime.stream(body, state[STATE_KEY],
+                                              body_id_wins=state[GENERATED_KEY])
+    return EventSourceResponse(_sse(stream, state[STATE_KEY]),
+                               headers={"X-Request-ID": state[STATE_KEY]})
+
+
+async def _sse(stream: Stream, request_id: str) -> AsyncIterator[ServerSentEvent]:
+    events = stream.events()
+    try:
+        async for kind, item in events:
+            yield ServerSentEvent(item.model_dump_json(exclude_none=kind == "progress"),
+                                  event=kind)
+    except EngineError as exc:
+        body = {**error_body(exc, exc.request_id or request_id), "status": exc.status}
+        yield ServerSentEvent(json.dumps(body), event="error")
+    finally:
+        await events.aclose()
+
+
 def _add_model_routes(app: FastAPI, engine: ServingEngine, runtime: ServedModel) -> None:
     name = runtime.name
     tag = f"model: {name}"
 
     async def predict(request: Request) -> Response:
         return await _predict(request, engine, runtime)
+
+    if isinstance(runtime, StreamingModel):
+        streaming: StreamingModel = runtime
+
+        async def stream(request: Request) -> Response:
+            return await _stream(request, engine, streaming)
+
+        app.add_api_route(
+            f"/{name}/stream", stream, methods=["POST"], tags=[tag],
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "`progress` events, then `result` (the predict "
+                             "response) or `error`"}, **ERROR_RESPONSES},
+            summary=f"{runtime.summary} — streamed as server-sent events",
+            operation_id=f"stream_{name}", openapi_extra=request_body(runtime.contract.request))
 
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": name, "state": runtime.state.value}

@@ -92,12 +92,19 @@ class DynamicBatcher:
         self._loop_task = asyncio.get_running_loop().create_task(self._dispatch_loop())
 
     def bucket_key(self, request: Any) -> Hashable:
+        if getattr(request, "batch_alone", False):  # e.g. a streamed request
+            return ("alone", id(request))
         if not self._bucket_by:
             return None
         return tuple(_hashable(getattr(request, name, None)) for name in self._bucket_by)
 
     async def submit(self, request: Any, deadline: float) -> Any:
         """Queue `request`; return its result or raise its exception. `deadline`: loop time."""
+        return await self.outcome(self.enqueue(request), deadline)
+
+    def enqueue(self, request: Any) -> asyncio.Future[Any]:
+        """Queue `request` now (or refuse it: overload, shutdown); its future answers it.
+        Split from `submit` for callers that must know it was accepted before awaiting."""
         if self._closing:
             raise ShuttingDown("the server is shutting down; retry on another replica",
                                retry_after=1)
@@ -114,9 +121,14 @@ class DynamicBatcher:
         bucket.append(item)
         self._queued += 1
         self._wake()
+        return item.future
+
+    async def outcome(self, future: asyncio.Future[Any], deadline: float) -> Any:
+        """The result of an enqueued request, or DeadlineExceeded at `deadline` (loop time);
+        cancelling this drops the request if it has not run yet."""
         try:
             async with asyncio.timeout_at(deadline):
-                return await item.future
+                return await future
         except TimeoutError:
             raise DeadlineExceeded(f"no answer from model {self.name!r} within the request "
                                    "deadline") from None

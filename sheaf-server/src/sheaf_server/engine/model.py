@@ -23,7 +23,20 @@ from sheaf_core.errors import ConfigError, FieldProblem, InvalidRequest, UpdateF
 from sheaf_core.registry import ContractEntry
 from sheaf_core.spec import BatchingPolicy, ModelSpec
 from sheaf_server.engine.batcher import DynamicBatcher
-from sheaf_server.engine.errors import BackendFailed, EngineError, ModelNotReady, RequestInvalid
+from sheaf_server.engine.errors import (
+    BackendFailed,
+    ClientGone,
+    EngineError,
+    ModelNotReady,
+    RequestInvalid,
+)
+from sheaf_server.engine.streaming import (
+    Stream,
+    StreamCancelled,
+    StreamJob,
+    open_stream,
+    run_stream,
+)
 
 log = logging.getLogger("sheaf.engine")
 
@@ -195,6 +208,38 @@ class ModelRuntime(ModelBase):
             exc.request_id = request_id
             raise
 
+    def stream(self, body: bytes | str, request_id: str, *,
+               body_id_wins: bool = False) -> tuple[str, Stream]:
+        """The request path of `handle` for a streamed prediction, up to the queue: ready? →
+        parse → check → enqueued (or refused: overload, shutdown). Errors up to here are
+        raised now, so a host answers them with a plain status; the returned `Stream`
+        yields the backend's progress, then the response (stamped with the id)."""
+        try:
+            self.ensure_ready()
+            request = self.parse(body)
+            if body_id_wins and request.request_id:
+                request_id = request.request_id
+            self.check(request)
+            loop = asyncio.get_running_loop()
+            job, queue = open_stream(request, loop)
+            batcher, deadline = self.batcher, loop.time() + self.timeout_s
+            future = batcher.enqueue(job)
+        except EngineError as exc:
+            exc.request_id = request_id
+            raise
+
+        async def outcome() -> BaseResponse:
+            try:
+                response: BaseResponse = await batcher.outcome(future, deadline)
+            except EngineError as exc:
+                exc.request_id = request_id
+                raise
+            response.request_id = request_id
+            response.model_name = self.name
+            return response
+
+        return request_id, Stream(job, queue, outcome)
+
     async def answer(self, request: BaseRequest, request_id: str,
                      timeout_s: float | None = None) -> BaseResponse:
         """The typed request path (a pipeline's model node): ready? → check → batch."""
@@ -219,7 +264,15 @@ class ModelRuntime(ModelBase):
     def run_batch(self, backend: Backend[Any, Any],
                   requests: Sequence[BaseRequest]) -> list[Any]:
         """Worker-thread side: `predict_each` on `backend` (the one the batch's batcher
-        serves), failures mapped to the engine's errors."""
+        serves) — or its `stream` for a streamed request — failures mapped to the engine's
+        errors."""
+        if len(requests) == 1 and isinstance(requests[0], StreamJob):
+            try:
+                return [run_stream(backend, requests[0])]
+            except StreamCancelled as exc:
+                return [ClientGone(str(exc))]
+            except Exception as exc:
+                return [self._failure(exc)]
         return [self._failure(r) if isinstance(r, Exception) else r
                 for r in predict_each(backend, requests)]
 

@@ -9,12 +9,13 @@ error bodies serve both.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sheaf_core.registry import ContractEntry
 from sheaf_core.spec import ServerSettings
 from sheaf_server.engine.errors import ModelNotFound
 from sheaf_server.engine.model import ModelState
+from sheaf_server.engine.streaming import Stream
 
 
 class ServedModel(Protocol):
@@ -42,6 +43,17 @@ class ServedModel(Protocol):
         ...
 
     async def describe(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class StreamingModel(Protocol):
+    """A served model that can stream (`POST /{name}/stream`)."""
+
+    def stream(self, body: bytes | str, request_id: str, *,
+               body_id_wins: bool = False) -> tuple[str, Stream]:
+        """Accept a streamed request (errors raised now), or refuse it; see
+        `ModelRuntime.stream`."""
+        ...
 
 
 class ServingEngine(Protocol):

@@ -1,0 +1,63 @@
+"""Streaming a diffusers pipeline: progress per denoising step, then the result, with the
+pipeline stopped at its next step when the consumer stops listening.
+
+A pipeline call cannot yield, so it runs in a thread of its own; its
+`callback_on_step_end` reports each step through a queue, which the generator yields from.
+Closing the generator (the engine does when a client disconnects) sets a flag the next
+step's callback sees: it raises, the pipeline unwinds, and the thread ends.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from sheaf_core.backend import ProgressEvent
+
+R = TypeVar("R")
+#: diffusers' `callback_on_step_end(pipe, step_index, timestep, callback_kwargs)`.
+StepCallback = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
+
+
+class Stopped(Exception):
+    """Raised inside the pipeline to stop it: nobody is listening any more."""
+
+
+def stepwise(run: Callable[[StepCallback], R], total: int) -> Iterator[ProgressEvent | R]:
+    """Yield a `ProgressEvent` per denoising step of `run(callback)` (which passes the
+    callback to its pipeline calls as `callback_on_step_end`), then what `run` returns."""
+    updates: queue.Queue[ProgressEvent | None] = queue.Queue()
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+    done = 0
+
+    def on_step(_pipe: Any, _index: int, _timestep: Any,
+                kwargs: dict[str, Any]) -> dict[str, Any]:
+        nonlocal done
+        if stop.is_set():
+            raise Stopped("the consumer of this stream went away")
+        done += 1
+        updates.put(ProgressEvent(step=done, total=total))
+        return kwargs
+
+    def work() -> None:
+        try:
+            outcome["value"] = run(on_step)
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            updates.put(None)
+
+    thread = threading.Thread(target=work, name="sheaf-diffusers-stream", daemon=True)
+    thread.start()
+    try:
+        while (event := updates.get()) is not None:
+            yield event
+        if "error" in outcome:
+            raise outcome["error"]
+        yield outcome["value"]
+    finally:
+        stop.set()
+        thread.join()

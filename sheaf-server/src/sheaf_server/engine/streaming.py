@@ -1,0 +1,101 @@
+"""Streamed predictions: the same request path as `predict` — readiness, parsing, model
+checks, the batcher's queue (its bound, its deadline, its worker slots) — with the backend's
+`stream()` in place of `predict()`, and its progress events carried to the caller as they
+happen.
+
+A streamed request takes a batch of its own (`StreamJob.batch_alone`). Its events cross from
+the worker thread to the event loop through `loop.call_soon_threadsafe`. When the caller goes
+away (`Stream.events` is closed or cancelled) the job is marked cancelled: still queued, it
+is dropped; running, the worker closes the backend's generator at its next event, and a
+backend that yields once per step stops at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sheaf_core.backend import Backend, ProgressEvent
+from sheaf_core.contracts.base import BaseRequest, BaseResponse
+
+
+class StreamCancelled(Exception):
+    """The caller of a streamed request went away; the worker stopped the backend."""
+
+
+@dataclass(eq=False)
+class StreamJob:
+    """A streamed request as the batcher holds it."""
+
+    request: BaseRequest
+    emit: Callable[[ProgressEvent], None]  # thread-safe
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    batch_alone: ClassVar[bool] = True
+
+
+def run_stream(backend: Backend[Any, Any], job: StreamJob) -> BaseResponse:
+    """Worker-thread side: drive `backend.stream`, forwarding progress; the response."""
+    events = backend.stream(job.request)
+    try:
+        for event in events:
+            if job.cancelled.is_set():
+                raise StreamCancelled("the caller went away")
+            if isinstance(event, ProgressEvent):
+                job.emit(event)
+            elif isinstance(event, BaseResponse):
+                return event
+            else:
+                raise TypeError(f"{type(backend).__name__}.stream yielded a "
+                                f"{type(event).__name__}; expected ProgressEvent or the "
+                                "response")
+        raise RuntimeError(f"{type(backend).__name__}.stream ended without a response")
+    finally:
+        events.close()  # a backend's generator cleans up (e.g. stops its pipeline) here
+
+
+#: A stream's items: ("progress", event) as they happen, then ("result", response).
+StreamItem = tuple[str, ProgressEvent | BaseResponse]
+
+
+class Stream:
+    """One accepted streamed request: iterate `events()`; closing it early cancels the job."""
+
+    def __init__(self, job: StreamJob, queue: asyncio.Queue[ProgressEvent],
+                 outcome: Callable[[], Any]) -> None:
+        self.job = job
+        self._queue = queue
+        self._outcome = outcome
+
+    async def events(self) -> AsyncIterator[StreamItem]:
+        """Progress events, then the response; an `EngineError` if the request fails."""
+        result = asyncio.ensure_future(self._outcome())
+        get: asyncio.Future[ProgressEvent] | None = None
+        try:
+            while True:
+                get = asyncio.ensure_future(self._queue.get())
+                done, _ = await asyncio.wait({get, result},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if get in done:
+                    yield "progress", get.result()
+                    continue
+                get.cancel()
+                while not self._queue.empty():  # progress that raced the result
+                    yield "progress", self._queue.get_nowait()
+                yield "result", result.result()
+                return
+        finally:
+            self.job.cancelled.set()
+            result.cancel()
+            if get is not None:
+                get.cancel()
+
+
+def open_stream(request: BaseRequest, loop: asyncio.AbstractEventLoop) -> tuple[
+        StreamJob, asyncio.Queue[ProgressEvent]]:
+    """A job for `request` whose events land in the returned queue (on `loop`)."""
+    queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
+    job = StreamJob(request, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+    return job, queue
