@@ -4,8 +4,6 @@ real `FluxPipeline.from_pretrained`, alone and behind a real server."""
 from __future__ import annotations
 
 import base64
-import io
-import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,32 +13,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from image_support import ImageConformance, assert_same_image, pixels, serving, sse_events
 
 from sheaf_backend_flux.backend import FluxBackend
 from sheaf_backend_flux.testing import save_tiny_flux
-from sheaf_core import InvalidRequest, ModelSpec, SheafConfig, hookimpl
+from sheaf_core import InvalidRequest, ModelSpec, hookimpl
+from sheaf_core.contracts.images import decode_image
 from sheaf_core.contracts.text_to_image import TextToImageRequest
-from sheaf_core.testing import BackendConformance
-from sheaf_server import ModelServer
 
 SMALL = {"height": 64, "width": 64, "num_inference_steps": 2}
-
-
-def pixels(image_b64: str) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(image_b64)))).astype(int)
-
-
-def assert_same_image(a: str, b: str) -> None:
-    """Equal up to float rounding: a batched matrix product rounds differently from a lone
-    one, which can move a rare pixel by one level (of 255) — and JPEG's block quantisation
-    can spread such a change over its 8x8 block."""
-    diff = np.abs(pixels(a) - pixels(b))
-    lossy = Image.open(io.BytesIO(base64.b64decode(a))).format != "PNG"
-    if lossy:
-        assert diff.mean() < 0.5, diff.mean()
-    else:
-        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, (diff.max(), (diff > 0).mean())
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +36,7 @@ def flux(flux_dir: Path) -> FluxBackend:
     return backend
 
 
-class TestFluxConformance(BackendConformance):
+class TestFluxConformance(ImageConformance):
     backend_name = "flux"
 
     @pytest.fixture(scope="class")
@@ -68,22 +49,14 @@ class TestFluxConformance(BackendConformance):
                 TextToImageRequest(prompt="a green hill at dawn", seed=2, num_images=2, **SMALL),
                 TextToImageRequest(prompt="a red boat", seed=3, output_format="jpeg", **SMALL)]
 
-    def assert_same(self, a: Any, b: Any, where: str = "response") -> None:
-        if isinstance(a, dict) and "image_b64" in a:
-            assert_same_image(a.pop("image_b64"), b.pop("image_b64"))
-            for x, y in zip(a.pop("additional_images", []), b.pop("additional_images", []),
-                            strict=True):
-                assert x["seed"] == y["seed"]
-                assert_same_image(x["image_b64"], y["image_b64"])
-        super().assert_same(a, b, where)
-
 
 def test_a_request_gets_its_size_format_and_seed(flux: FluxBackend) -> None:
     request = TextToImageRequest(prompt="a lighthouse", seed=11, output_format="webp",
                                  height=64, width=96, num_inference_steps=2)
     response = flux.predict([request])[0]
-    image = Image.open(io.BytesIO(base64.b64decode(response.image_b64)))
-    assert (image.format, image.size) == ("WEBP", (96, 64))
+    image = decode_image(response.image_b64)
+    assert pixels(response.image_b64).shape == (64, 96, 3) and image.size == (96, 64)
+    assert base64.b64decode(response.image_b64)[8:12] == b"WEBP"
     assert (response.seed, response.width, response.height) == (11, 96, 64)
 
 
@@ -155,11 +128,7 @@ def server(flux_dir: Path) -> Iterator[httpx.Client]:
     spec = ModelSpec(name="flux", backend="flux",
                      backend_kwargs={"model_id": str(flux_dir), "device": "cpu"},
                      batching={"max_batch_size": 8, "max_wait_ms": 100})
-    with ModelServer(SheafConfig(models=[spec]), port=0, log_level="warning") as running, \
-            httpx.Client(base_url=running.url or "", timeout=60) as client:
-        for _ in range(600):
-            if client.get("/ready").status_code == 200:
-                break
+    with serving(spec) as client:
         yield client
 
 
@@ -206,19 +175,6 @@ def test_concurrent_requests_batch_by_size_and_steps(server: httpx.Client) -> No
 
 
 # -- streaming ----------------------------------------------------------------------------------
-
-def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
-    """(event, data) pairs of a server-sent event stream, as they arrive."""
-    event, data = "message", []
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            event = line.removeprefix("event:").strip()
-        elif line.startswith("data:"):
-            data.append(line.removeprefix("data:").strip())
-        elif not line and data:
-            yield event, json.loads("\n".join(data))
-            event, data = "message", []
-
 
 def test_stream_sends_each_step_then_the_result_predict_would_give(
         server: httpx.Client) -> None:
@@ -269,12 +225,7 @@ def test_a_client_that_disconnects_stops_the_generation_at_the_next_step(
     spec = ModelSpec(name="slow", backend="counting-flux",
                      backend_kwargs={"model_id": str(flux_dir), "device": "cpu"})
     steps = 200  # the contract's most
-    with ModelServer(SheafConfig(models=[spec]), port=0, log_level="warning",
-                     plugins=[CountingPlugin()]) as running, \
-            httpx.Client(base_url=running.url or "", timeout=60) as client:
-        for _ in range(600):
-            if client.get("/ready").status_code == 200:
-                break
+    with serving(spec, plugins=(CountingPlugin(),)) as client:
         body = {"prompt": "a long walk", "seed": 1, "height": 128, "width": 128,
                 "num_inference_steps": steps}
         with client.stream("POST", "/slow/stream", json=body) as response:

@@ -14,11 +14,10 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from sheaf_core.backend import Backend, ProgressEvent
-from sheaf_core.contracts.images import GeneratedImage, encode_image
+from sheaf_core.contracts.images import GeneratedImage
 from sheaf_core.contracts.text_to_image import TextToImageRequest, TextToImageResponse
 from sheaf_core.errors import FieldProblem, InvalidRequest
-from sheaf_diffusers import DiffusersSettings, group_by, load_pipeline, plan_images
-from sheaf_diffusers.generation import generators
+from sheaf_diffusers import DiffusersSettings, ImageJob, generate_images, generators, load_pipeline
 from sheaf_diffusers.streaming import StepCallback, stepwise
 
 
@@ -66,28 +65,20 @@ class FluxBackend(Backend[TextToImageRequest, TextToImageResponse]):
 
     def _generate(self, requests: Sequence[TextToImageRequest],
                   on_step: StepCallback | None = None) -> list[TextToImageResponse]:
-        images: dict[int, list[GeneratedImage]] = {i: [] for i in range(len(requests))}
-        first_seeds: dict[int, int] = {}
-        for group in group_by(requests, lambda r: tuple(getattr(r, k) for k in self.batch_keys)):
-            seeds, calls = plan_images(requests, group, self.settings.max_images_per_call)
-            first_seeds.update(seeds)
-            shared = requests[group[0]]
-            for jobs in calls:
-                output = self.pipe(
-                    prompt=[requests[job.request].prompt for job in jobs],
-                    height=shared.height, width=shared.width,
-                    num_inference_steps=shared.num_inference_steps,
-                    guidance_scale=shared.guidance_scale,
-                    generator=generators(jobs),
-                    max_sequence_length=self.settings.max_sequence_length,
-                    output_type="pil", callback_on_step_end=on_step,
-                )
-                for job, image in zip(jobs, output.images, strict=True):
-                    fmt = requests[job.request].output_format
-                    images[job.request].append(
-                        GeneratedImage(image_b64=encode_image(image, fmt), seed=job.seed))
-        return [_response(request, images[i], first_seeds[i])
-                for i, request in enumerate(requests)]
+        def call(jobs: list[ImageJob]) -> list[Any]:
+            shared = requests[jobs[0].request]  # equal on batch_keys to the others
+            output = self.pipe(
+                prompt=[requests[job.request].prompt for job in jobs],
+                height=shared.height, width=shared.width,
+                num_inference_steps=shared.num_inference_steps,
+                guidance_scale=shared.guidance_scale, generator=generators(jobs),
+                max_sequence_length=self.settings.max_sequence_length,
+                output_type="pil", callback_on_step_end=on_step)
+            return list(output.images)
+
+        images = generate_images(requests, self.batch_keys, self.settings.max_images_per_call,
+                                 call)
+        return [_response(request, mine) for request, mine in zip(requests, images, strict=True)]
 
     def describe(self) -> dict[str, Any]:
         return {"model_id": self.settings.model_id, "device": self.device,
@@ -96,10 +87,8 @@ class FluxBackend(Backend[TextToImageRequest, TextToImageResponse]):
                 "guidance_embeds": bool(self.pipe.transformer.config.guidance_embeds)}
 
 
-def _response(request: TextToImageRequest, images: list[GeneratedImage],
-              seed: int) -> TextToImageResponse:
+def _response(request: TextToImageRequest, images: list[GeneratedImage]) -> TextToImageResponse:
     first, *rest = images
-    assert first.seed == seed
     return TextToImageResponse(
         model_type=request.model_type, image_b64=first.image_b64, seed=first.seed,
         width=request.width, height=request.height, output_format=request.output_format,

@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sheaf_core.contracts.images import image_seeds, pick_seed
+from sheaf_core.contracts.images import GeneratedImage, encode_image, image_seeds, pick_seed
 
 R = TypeVar("R")
 
@@ -37,14 +37,30 @@ def group_by(requests: Sequence[R], key: Callable[[R], Hashable]) -> list[list[i
 
 
 def plan_images(requests: Sequence[Any], indices: Sequence[int],
-                per_call: int) -> tuple[dict[int, int], Iterator[list[ImageJob]]]:
-    """The first seed of each request in `indices` (drawn at random where the request has
-    none), and the group's images in calls of at most `per_call`."""
-    seeds = {i: pick_seed(requests[i].seed) for i in indices}
+                per_call: int) -> Iterator[list[ImageJob]]:
+    """The images of the requests at `indices` (seeds drawn at random where a request has
+    none), in calls of at most `per_call`."""
     jobs = [ImageJob(i, seed) for i in indices
-            for seed in image_seeds(seeds[i], getattr(requests[i], "num_images", 1))]
-    calls = (jobs[start:start + per_call] for start in range(0, len(jobs), per_call))
-    return seeds, calls
+            for seed in image_seeds(pick_seed(requests[i].seed),
+                                    getattr(requests[i], "num_images", 1))]
+    return (jobs[start:start + per_call] for start in range(0, len(jobs), per_call))
+
+
+def generate_images(requests: Sequence[Any], keys: Sequence[str], per_call: int,
+                    run_call: Callable[[list[ImageJob]], Sequence[Any]],
+                    ) -> list[list[GeneratedImage]]:
+    """Every request's images, in order, each encoded in its request's `output_format`.
+    `run_call(jobs)` makes one pipeline call for `jobs` (all from requests equal on `keys`)
+    and returns their PIL images in order."""
+    images: list[list[GeneratedImage]] = [[] for _ in requests]
+    for group in group_by(requests, lambda r: tuple(getattr(r, k) for k in keys)):
+        for jobs in plan_images(requests, group, per_call):
+            pictures = run_call(jobs)
+            for job, picture in zip(jobs, pictures, strict=True):
+                fmt = requests[job.request].output_format
+                images[job.request].append(
+                    GeneratedImage(image_b64=encode_image(picture, fmt), seed=job.seed))
+    return images
 
 
 def generators(jobs: Sequence[ImageJob]) -> list[Any]:

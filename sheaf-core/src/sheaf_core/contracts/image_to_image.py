@@ -117,6 +117,11 @@ class ImageToImageRequest(BaseRequest):
     def inpainting(self) -> bool:
         return self.mask_b64 is not None
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the input image, which the output has too."""
+        return self.decoded_image.size
+
 
 class ImageToImageResponse(BaseResponse):
     """The transformed image, its size and format, and the seed that reproduces it."""

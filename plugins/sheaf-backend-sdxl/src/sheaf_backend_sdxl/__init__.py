@@ -1,0 +1,1 @@
+"""Sheaf backend `sdxl`: SDXL img2img and inpainting through diffusers."""
