@@ -17,6 +17,7 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict
 
 from sheaf_core import TimeSeriesRequest, TimeSeriesResponse, hookimpl
+from sheaf_core.backend import ProgressEvent
 from sheaf_core.builtin.baseline import BaselineForecaster
 
 POISON = 666.0
@@ -29,6 +30,9 @@ class SlowSettings(BaseModel):
     gate: str | None = None  # load() waits until this file exists
     fail_load: bool = False
     bias: float = 0.0  # added to every forecast: tells which version of a model answered
+    stream_steps: int = 0  # stream(): this many progress events before the result
+    step_delay_s: float = 0.0  # ... each after this long
+    step_log: str | None = None  # ... each appending a line to this file
 
 
 class ScriptedBackend(BaselineForecaster):
@@ -36,6 +40,7 @@ class ScriptedBackend(BaselineForecaster):
     load, and a record of the batch sizes it saw."""
 
     Settings = SlowSettings
+    supports_streaming = True
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -65,6 +70,21 @@ class ScriptedBackend(BaselineForecaster):
         for response in responses:
             response.mean = [value + self.settings.bias for value in response.mean]
         return responses
+
+
+    def stream(self, request: TimeSeriesRequest) -> Iterator[ProgressEvent | TimeSeriesResponse]:
+        total = self.settings.stream_steps
+        for step in range(1, total + 1):
+            time.sleep(self.settings.step_delay_s)
+            if self.settings.step_log:
+                with open(self.settings.step_log, "a") as log:
+                    log.write(f"{step}\n")
+            yield ProgressEvent(step=step, total=total)
+        yield self.predict([request])[0]
+
+
+def steps_logged(path: str) -> int:
+    return sum(1 for _ in open(path)) if os.path.exists(path) else 0
 
 
 class ScriptedPlugin:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Flag, Host
-from server_support import POISON, ScriptedPlugin, serving
+from server_support import POISON, ScriptedPlugin, serving, steps_logged
 
 from sheaf_core import ModelSpec
 from sheaf_server import build_app
@@ -392,15 +392,73 @@ def _wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-unty
         time.sleep(0.02)
 
 
-def test_a_model_without_step_progress_streams_just_its_result(
-        request: pytest.FixtureRequest) -> None:
-    with Host("asgi", request).serve(spec()) as client:
+def _sse(response: httpx.Response) -> list[tuple[str, dict]]:
+    """The (event, data) pairs of a server-sent event stream."""
+    events, kind = [], None
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            kind = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            events.append((kind, json.loads(line.removeprefix("data:"))))
+    return events
+
+
+def test_stream_sends_progress_then_the_result_predict_gives(host: Host) -> None:
+    with host.serve(spec(backend_kwargs={"stream_steps": 3})) as client:
         with client.stream("POST", "/m/stream", json=BODY,
-                           headers={"X-Request-ID": "s-9"}) as response:
+                           headers={"X-Request-ID": "s-1"}) as response:
             assert response.status_code == 200
-            lines = [line for line in response.iter_lines() if line]
+            assert response.headers["x-request-id"] == "s-1"
+            events = _sse(response)
         predicted = client.post("/m/predict", json=BODY).json()
-    assert lines[0] == "event: result"
-    result = json.loads(lines[1].removeprefix("data:"))
-    assert result["request_id"] == "s-9" and result["mean"] == predicted["mean"]
-    assert len(lines) == 2
+    assert [kind for kind, _ in events] == ["progress"] * 3 + ["result"]
+    assert [(d["step"], d["total"]) for _, d in events[:3]] == [(1, 3), (2, 3), (3, 3)]
+    result = events[-1][1]
+    assert (result["request_id"], result["model_name"]) == ("s-1", "m")
+    assert result["mean"] == predicted["mean"]
+
+
+def test_a_model_without_step_progress_streams_just_its_result(host: Host) -> None:
+    with host.serve(spec()) as client, \
+            client.stream("POST", "/m/stream", json=BODY) as response:
+        assert response.status_code == 200
+        assert [kind for kind, _ in _sse(response)] == ["result"]
+
+
+def test_stream_refusals_are_plain_statuses_before_any_event(host: Host) -> None:
+    with host.serve(spec()) as client:
+        bad = client.post("/m/stream", json={**BODY, "horizon": 0})
+        assert bad.status_code == 422
+        assert [d["field"] for d in bad.json()["details"]] == ["horizon"]
+        assert client.post("/nope/stream", json=BODY).status_code == 404
+
+
+def test_a_stream_whose_backend_fails_ends_with_an_error_event(host: Host) -> None:
+    with host.serve(spec(backend_kwargs={"stream_steps": 1})) as client:
+        poisoned = {**BODY, "history": [1.0, POISON, 3.0]}
+        with client.stream("POST", "/m/stream", json=poisoned,
+                           headers={"X-Request-ID": "s-bad"}) as response:
+            events = _sse(response)
+        assert [kind for kind, _ in events] == ["progress", "error"]
+        error = events[-1][1]
+        assert (error["status"], error["request_id"]) == (500, "s-bad")
+        assert "secret" not in json.dumps(error)
+        assert client.post("/m/predict", json=BODY).status_code == 200  # still serving
+
+
+def test_a_streaming_client_that_disconnects_stops_the_backend(host: Host, flag: Flag) -> None:
+    log = flag("steps.log")
+    slow = spec(backend_kwargs={"stream_steps": 200, "step_delay_s": 0.02, "step_log": log})
+    with host.serve(slow) as client:
+        with client.stream("POST", "/m/stream", json=BODY) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: progress"):
+                    break  # one event seen: leave
+        seen = -1
+        for _ in range(100):
+            if steps_logged(log) == seen:
+                break
+            seen = steps_logged(log)
+            time.sleep(0.3)
+        assert seen < 100, f"{seen} of 200 steps ran after the client left"
+        assert client.post("/m/predict", json=BODY).status_code == 200

@@ -44,7 +44,7 @@ from sheaf_server.engine import (
 from sheaf_server.engine.errors import RequestInvalid
 from sheaf_server.engine.model import ModelState
 from sheaf_server.engine.served import StreamingModel
-from sheaf_server.engine.streaming import Stream
+from sheaf_server.engine.streaming import EventStream
 
 log = logging.getLogger("sheaf.server")
 T = TypeVar("T")
@@ -149,18 +149,16 @@ async def _stream(request: Request, engine: ServingEngine,
     response. A client that disconnects cancels the request (see `engine.streaming`)."""
     body = await read_body(request, engine.settings.max_body_bytes)
     state = request.scope["state"]
-    state[STATE_KEY], stream = runtime.stream(body, state[STATE_KEY],
-                                              body_id_wins=state[GENERATED_KEY])
-    return EventSourceResponse(_sse(stream, state[STATE_KEY]),
-                               headers={"X-Request-ID": state[STATE_KEY]})
+    state[STATE_KEY], stream = await runtime.stream(body, state[STATE_KEY],
+                                                    body_id_wins=state[GENERATED_KEY])
+    return EventSourceResponse(_sse(stream, state[STATE_KEY]))
 
 
-async def _sse(stream: Stream, request_id: str) -> AsyncIterator[ServerSentEvent]:
+async def _sse(stream: EventStream, request_id: str) -> AsyncIterator[ServerSentEvent]:
     events = stream.events()
     try:
-        async for kind, item in events:
-            yield ServerSentEvent(item.model_dump_json(exclude_none=kind == "progress"),
-                                  event=kind)
+        async for kind, data in events:
+            yield ServerSentEvent(data, event=kind)
     except EngineError as exc:
         body = {**error_body(exc, exc.request_id or request_id), "status": exc.status}
         yield ServerSentEvent(json.dumps(body), event="error")

@@ -208,8 +208,8 @@ class ModelRuntime(ModelBase):
             exc.request_id = request_id
             raise
 
-    def stream(self, body: bytes | str, request_id: str, *,
-               body_id_wins: bool = False) -> tuple[str, Stream]:
+    async def stream(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
+                     timeout_s: float | None = None) -> tuple[str, Stream]:
         """The request path of `handle` for a streamed prediction, up to the queue: ready? →
         parse → check → enqueued (or refused: overload, shutdown). Errors up to here are
         raised now, so a host answers them with a plain status; the returned `Stream`
@@ -222,13 +222,13 @@ class ModelRuntime(ModelBase):
             self.check(request)
             loop = asyncio.get_running_loop()
             job, queue = open_stream(request, loop)
-            batcher, deadline = self.batcher, loop.time() + self.timeout_s
+            batcher, deadline = self.batcher, loop.time() + (timeout_s or self.timeout_s)
             future = batcher.enqueue(job)
         except EngineError as exc:
             exc.request_id = request_id
             raise
 
-        async def outcome() -> BaseResponse:
+        async def outcome() -> bytes:
             try:
                 response: BaseResponse = await batcher.outcome(future, deadline)
             except EngineError as exc:
@@ -236,7 +236,7 @@ class ModelRuntime(ModelBase):
                 raise
             response.request_id = request_id
             response.model_name = self.name
-            return response
+            return self.encode(response)
 
         return request_id, Stream(job, queue, outcome)
 

@@ -15,7 +15,7 @@ from sheaf_core.registry import ContractEntry
 from sheaf_core.spec import ServerSettings
 from sheaf_server.engine.errors import ModelNotFound
 from sheaf_server.engine.model import ModelState
-from sheaf_server.engine.streaming import Stream
+from sheaf_server.engine.streaming import EventStream
 
 
 class ServedModel(Protocol):
@@ -49,10 +49,10 @@ class ServedModel(Protocol):
 class StreamingModel(Protocol):
     """A served model that can stream (`POST /{name}/stream`)."""
 
-    def stream(self, body: bytes | str, request_id: str, *,
-               body_id_wins: bool = False) -> tuple[str, Stream]:
-        """Accept a streamed request (errors raised now), or refuse it; see
-        `ModelRuntime.stream`."""
+    async def stream(self, body: bytes | str, request_id: str, *,
+                     body_id_wins: bool = False) -> tuple[str, EventStream]:
+        """Accept a streamed request (errors raised now, before any event), or refuse it:
+        (the id it is answered under, its events). See `ModelRuntime.stream`."""
         ...
 
 

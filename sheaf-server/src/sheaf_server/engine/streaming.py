@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from sheaf_core.backend import Backend, ProgressEvent
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
@@ -56,21 +56,31 @@ def run_stream(backend: Backend[Any, Any], job: StreamJob) -> BaseResponse:
         events.close()  # a backend's generator cleans up (e.g. stops its pipeline) here
 
 
-#: A stream's items: ("progress", event) as they happen, then ("result", response).
-StreamItem = tuple[str, ProgressEvent | BaseResponse]
+#: A stream's items, ready for the wire: ("progress", event JSON) as they happen, then
+#: ("result", the response JSON — what `predict` answers).
+StreamItem = tuple[str, str]
+
+
+class EventStream(Protocol):
+    """What a host serves as server-sent events: a local `Stream`, or a replica's
+    (`sheaf_server.ray.remote_stream.RemoteStream`)."""
+
+    def events(self) -> AsyncGenerator[StreamItem, None]:
+        """Progress, then the result; an `EngineError` if the request fails. Closing it
+        early cancels the request."""
+        ...
 
 
 class Stream:
     """One accepted streamed request: iterate `events()`; closing it early cancels the job."""
 
     def __init__(self, job: StreamJob, queue: asyncio.Queue[ProgressEvent],
-                 outcome: Callable[[], Any]) -> None:
+                 outcome: Callable[[], Awaitable[bytes]]) -> None:
         self.job = job
         self._queue = queue
         self._outcome = outcome
 
-    async def events(self) -> AsyncIterator[StreamItem]:
-        """Progress events, then the response; an `EngineError` if the request fails."""
+    async def events(self) -> AsyncGenerator[StreamItem, None]:
         result = asyncio.ensure_future(self._outcome())
         get: asyncio.Future[ProgressEvent] | None = None
         try:
@@ -79,18 +89,22 @@ class Stream:
                 done, _ = await asyncio.wait({get, result},
                                              return_when=asyncio.FIRST_COMPLETED)
                 if get in done:
-                    yield "progress", get.result()
+                    yield "progress", _progress(get.result())
                     continue
                 get.cancel()
                 while not self._queue.empty():  # progress that raced the result
-                    yield "progress", self._queue.get_nowait()
-                yield "result", result.result()
+                    yield "progress", _progress(self._queue.get_nowait())
+                yield "result", result.result().decode()
                 return
         finally:
             self.job.cancelled.set()
             result.cancel()
             if get is not None:
                 get.cancel()
+
+
+def _progress(event: ProgressEvent) -> str:
+    return event.model_dump_json(exclude_none=True)
 
 
 def open_stream(request: BaseRequest, loop: asyncio.AbstractEventLoop) -> tuple[

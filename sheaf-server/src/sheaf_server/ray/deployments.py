@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI
@@ -31,6 +31,7 @@ from sheaf_server.engine import Engine, EngineError, ModelRuntime, ModelState, S
 from sheaf_server.engine.pipeline import PipelineRuntime
 from sheaf_server.ray.remote import RemoteEngine, node_call
 from sheaf_server.ray.remote_calls import CallItem, Outcome
+from sheaf_server.ray.remote_stream import Message, replica_stream
 
 log = logging.getLogger("sheaf.ray")
 
@@ -105,6 +106,14 @@ class ModelReplica(ServedReplica):
     def runtime(self) -> ModelRuntime:
         assert self.engine is not None, "reconfigure() loads the model first"
         return next(iter(self.engine.runtimes.values()))
+
+    async def stream(self, body: bytes | str, request_id: str, body_id_wins: bool,
+                     timeout_s: float | None) -> AsyncIterator[Message]:
+        """A streamed request (`sheaf_server.ray.remote_stream`): the engine's stream, as
+        messages, called with `handle.options(stream=True)`."""
+        async for message in replica_stream(self.runtime, body, request_id, body_id_wins,
+                                            timeout_s):
+            yield message
 
     async def describe(self) -> dict[str, Any]:
         info = await self.runtime.describe()

@@ -29,6 +29,7 @@ from sheaf_server.engine.served import ModelTable
 from sheaf_server.ray.coalesce import Coalescer
 from sheaf_server.ray.options import deployment_options
 from sheaf_server.ray.remote_calls import Outcome, call_replica
+from sheaf_server.ray.remote_stream import RemoteStream, open_remote_stream
 
 log = logging.getLogger("sheaf.ray")
 
@@ -38,8 +39,9 @@ _FAILED = {"UNHEALTHY", "DEPLOY_FAILED"}
 STARTING = "loading weights (replicas are starting)"
 
 
-class RemoteModel(ModelBase):
-    """One model deployment as seen from the ingress; state comes from Serve's status."""
+class RemoteDeployment(ModelBase):
+    """A model's or a pipeline's deployment as seen from the ingress; state comes from
+    Serve's status."""
 
     def __init__(self, spec: ModelSpec, contract: ContractEntry, handle: DeploymentHandle,
                  default_timeout_s: float) -> None:
@@ -98,6 +100,23 @@ class RemoteModel(ModelBase):
         return info
 
 
+class RemoteModel(RemoteDeployment):
+    """A model deployment: predictions (coalesced) and streams."""
+
+    async def stream(self, body: bytes | str, request_id: str, *,
+                     body_id_wins: bool = False) -> tuple[str, RemoteStream]:
+        """Open a streamed request on a replica (`sheaf_server.ray.remote_stream`); a
+        `request_id` in the body wins, as for `handle`."""
+        del body_id_wins
+        try:
+            self.ensure_ready()
+            return await open_remote_stream(self.deployment, self.name, body, request_id,
+                                            self.timeout_s)
+        except EngineError as exc:
+            exc.request_id = exc.request_id or request_id
+            raise
+
+
 def node_call(handle: DeploymentHandle, name: str, contract: ContractEntry) -> NodeCall:
     """A pipeline's model node on Ray: the typed request to a replica of model `name`,
     its answer parsed back into the contract's response."""
@@ -112,7 +131,7 @@ def node_call(handle: DeploymentHandle, name: str, contract: ContractEntry) -> N
     return call
 
 
-class RemotePipeline(RemoteModel):
+class RemotePipeline(RemoteDeployment):
     """A pipeline deployment as seen from the ingress: ready when its own deployment and
     every model it calls are."""
 
@@ -151,18 +170,19 @@ class RemoteEngine(ModelTable):
                  pipelines: Iterable[PipelineSpec] = ()) -> None:
         self.settings = settings
         registry = registry or registry_with(plugins)
-        self.models: dict[str, RemoteModel] = {}
+        models: dict[str, RemoteModel] = {}
         for spec in specs:
             backend = build_backend(spec, registry)  # constructed, never loaded, here
             contract = registry.contract(type(backend).model_type)
-            self.models[spec.name] = RemoteModel(spec, contract, handles[spec.name],
-                                                 settings.request_timeout_s)
-        model_types = {name: m.contract.model_type for name, m in self.models.items()}
+            models[spec.name] = RemoteModel(spec, contract, handles[spec.name],
+                                            settings.request_timeout_s)
+        self.models: dict[str, RemoteDeployment] = dict(models)
+        model_types = {name: m.contract.model_type for name, m in models.items()}
         for plan in plan_pipelines(pipelines, model_types, registry):
             self.models[plan.spec.name] = RemotePipeline(
                 plan, registry.contract(plan.model_type), handles[plan.spec.name],
                 settings.request_timeout_s,
-                {model: self.models[model] for model in plan.models.values()})
+                {model: models[model] for model in plan.models.values()})
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -28,7 +28,7 @@ DEADLINE_GRACE_S = 1.0
 async def call_replica(handle: DeploymentHandle, name: str, body: bytes | str,
                        request_id: str, body_id_wins: bool, budget: float) -> Outcome:
     """`handle(...)` on a replica of model (or pipeline) `name`."""
-    outcome: Outcome = await _guarded(
+    outcome: Outcome = await guarded(
         name, budget, f"request id {request_id}",
         handle.handle.remote(body, request_id, body_id_wins, budget))
     return outcome
@@ -38,13 +38,13 @@ async def call_replica_many(handle: DeploymentHandle, name: str,
                             items: Sequence[CallItem]) -> list[Outcome]:
     """`handle_many(items)` on one replica: several requests in one call (see
     `sheaf_server.ray.coalesce`); one outcome per item, in order."""
-    outcomes: list[Outcome] = await _guarded(
+    outcomes: list[Outcome] = await guarded(
         name, max(item[3] for item in items), f"{len(items)} requests",
         handle.handle_many.remote(list(items)))
     return outcomes
 
 
-async def _guarded(name: str, budget: float, what: str, response: Awaitable[Any]) -> Any:
+async def guarded(name: str, budget: float, what: str, response: Awaitable[Any]) -> Any:
     """Await a replica's answer; Ray's failures become the engine's errors."""
     try:
         async with asyncio.timeout(budget + DEADLINE_GRACE_S):
