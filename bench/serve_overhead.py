@@ -313,7 +313,8 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     with open("/proc/cpuinfo") as f:
         names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout \
+        if shutil.which("wrk") else "no wrk"
     return (f"{names[0] if names else cpu}, {os.cpu_count()} cores; Python "
             f"{platform.python_version()}; torch {torch.__version__}; "
             f"{' '.join(wrk_version.split()[:2])}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
 
@@ -38,6 +38,9 @@ class ProgressEvent(BaseModel):
     step: int
     total: int | None = None
     message: str | None = None
+    preview_b64: str | None = Field(
+        default=None, description="A small, rough picture of the result so far (PNG, "
+        "base64), for image models when the request asked for previews.")
 
 
 class Backend(Generic[RequestT, ResponseT]):

@@ -107,6 +107,15 @@ def test_a_large_batch_is_split_at_max_images_per_call(flux_dir: Path) -> None:
     assert batch_sizes == [2, 2, 2, 2, 1, 1]
 
 
+def test_a_dev_style_checkpoint_follows_guidance_scale(tmp_path: Path) -> None:
+    backend = FluxBackend(model_id=str(save_tiny_flux(tmp_path / "dev", guidance_embeds=True)))
+    backend.load()
+    assert backend.describe()["guidance_embeds"] is True
+    low, high = backend.predict([TextToImageRequest(prompt="a fox", seed=4, guidance_scale=g,
+                                                    **SMALL) for g in (1.0, 30.0)])
+    assert np.abs(pixels(low.image_b64) - pixels(high.image_b64)).max() > 1
+
+
 def test_sizes_must_be_a_multiple_of_what_the_model_needs(flux: FluxBackend) -> None:
     assert flux.size_multiple == 16
     with pytest.raises(InvalidRequest) as info:
@@ -243,3 +252,15 @@ def test_a_client_that_disconnects_stops_the_generation_at_the_next_step(
         # and the model serves the next request
         after = client.post("/slow/predict", json={"prompt": "x", "seed": 2, **SMALL})
         assert after.status_code == 200
+
+
+def test_stream_previews_are_small_pictures_when_asked_for(server: httpx.Client) -> None:
+    body = {"prompt": "a kite", "seed": 2, **{**SMALL, "width": 128}, "stream_preview": True}
+    with server.stream("POST", "/flux/stream", json=body) as response:
+        events = list(sse_events(response))
+    progress = [data for kind, data in events if kind == "progress"]
+    assert len(progress) == 2
+    assert all(pixels(p["preview_b64"]).shape == (8, 16, 3) for p in progress)  # 1/8 size
+    with server.stream("POST", "/flux/stream", json={**body, "stream_preview": False}) as plain:
+        assert all("preview_b64" not in data for kind, data in sse_events(plain)
+                   if kind == "progress")

@@ -165,3 +165,11 @@ def test_concurrent_requests_batch_by_input_size(server: httpx.Client) -> None:
     listing = server.get("/models/sdxl").json()
     assert listing["batching"]["bucket_by"] == list(SdxlBackend.batch_keys)
     assert listing["stats"]["max_batch_size"] > 1
+
+
+def test_stream_previews_are_small_pictures_when_asked_for(server: httpx.Client) -> None:
+    with server.stream("POST", "/sdxl/stream",
+                       json=body(seed=3, stream_preview=True)) as response:
+        progress = [data for kind, data in sse_events(response) if kind == "progress"]
+    assert len(progress) == 2  # 4 steps x strength 0.5
+    assert all(pixels(p["preview_b64"]).shape == (8, 8, 3) for p in progress)

@@ -8,7 +8,7 @@ seeded generator, so an image is the same alone or batched (`sheaf_diffusers.gen
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from pydantic import Field
@@ -18,7 +18,7 @@ from sheaf_core.contracts.images import GeneratedImage
 from sheaf_core.contracts.text_to_image import TextToImageRequest, TextToImageResponse
 from sheaf_core.errors import FieldProblem, InvalidRequest
 from sheaf_diffusers import DiffusersSettings, ImageJob, generate_images, generators, load_pipeline
-from sheaf_diffusers.streaming import StepCallback, stepwise
+from sheaf_diffusers.streaming import StepCallback, latent_preview, stepwise
 
 
 class FluxSettings(DiffusersSettings):
@@ -61,7 +61,16 @@ class FluxBackend(Backend[TextToImageRequest, TextToImageResponse]):
         then the response; closing the iterator stops generation at the next step."""
         calls = -(-request.num_images // self.settings.max_images_per_call)
         return stepwise(lambda on_step: self._generate([request], on_step)[0],
-                        total=request.num_inference_steps * calls)
+                        total=request.num_inference_steps * calls,
+                        preview=self._preview(request) if request.stream_preview else None)
+
+    def _preview(self, request: TextToImageRequest) -> Callable[[Any], Any]:
+        """FLUX's latents are packed 2x2 patches: unpack them, then the rough picture."""
+        def preview(latents: Any) -> Any:
+            unpacked = self.pipe._unpack_latents(latents[:1], request.height, request.width,
+                                                 self.pipe.vae_scale_factor)
+            return latent_preview(unpacked)
+        return preview
 
     def _generate(self, requests: Sequence[TextToImageRequest],
                   on_step: StepCallback | None = None) -> list[TextToImageResponse]:

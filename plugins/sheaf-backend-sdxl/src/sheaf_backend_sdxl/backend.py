@@ -22,7 +22,7 @@ from sheaf_core.contracts.image_to_image import (
 from sheaf_core.contracts.images import GeneratedImage
 from sheaf_core.errors import FieldProblem, InvalidRequest
 from sheaf_diffusers import DiffusersSettings, ImageJob, generate_images, generators, load_pipeline
-from sheaf_diffusers.streaming import StepCallback, stepwise
+from sheaf_diffusers.streaming import StepCallback, latent_preview, stepwise
 
 
 class SdxlBackend(Backend[ImageToImageRequest, ImageToImageResponse]):
@@ -60,7 +60,8 @@ class SdxlBackend(Backend[ImageToImageRequest, ImageToImageResponse]):
         """A progress event per denoising step, then the response; closing the iterator
         stops generation at the next step."""
         total = denoising_steps(request.num_inference_steps, request.strength)
-        return stepwise(lambda on_step: self._generate([request], on_step)[0], total=total)
+        return stepwise(lambda on_step: self._generate([request], on_step)[0], total=total,
+                        preview=latent_preview if request.stream_preview else None)
 
     def _generate(self, requests: Sequence[ImageToImageRequest],
                   on_step: StepCallback | None = None) -> list[ImageToImageResponse]:

@@ -12,9 +12,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sheaf_core.backend import ProgressEvent
+from sheaf_core.contracts.images import encode_image
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 R = TypeVar("R")
 #: diffusers' `callback_on_step_end(pipe, step_index, timestep, callback_kwargs)`.
@@ -25,9 +29,11 @@ class Stopped(Exception):
     """Raised inside the pipeline to stop it: nobody is listening any more."""
 
 
-def stepwise(run: Callable[[StepCallback], R], total: int) -> Iterator[ProgressEvent | R]:
+def stepwise(run: Callable[[StepCallback], R], total: int,
+             preview: Callable[[Any], Image] | None = None) -> Iterator[ProgressEvent | R]:
     """Yield a `ProgressEvent` per denoising step of `run(callback)` (which passes the
-    callback to its pipeline calls as `callback_on_step_end`), then what `run` returns."""
+    callback to its pipeline calls as `callback_on_step_end`), then what `run` returns.
+    `preview`: the step's latents → a small picture, sent with each event."""
     updates: queue.Queue[ProgressEvent | None] = queue.Queue()
     stop = threading.Event()
     outcome: dict[str, Any] = {}
@@ -39,7 +45,10 @@ def stepwise(run: Callable[[StepCallback], R], total: int) -> Iterator[ProgressE
         if stop.is_set():
             raise Stopped("the consumer of this stream went away")
         done += 1
-        updates.put(ProgressEvent(step=done, total=total))
+        picture = None
+        if preview is not None and "latents" in kwargs:
+            picture = encode_image(preview(kwargs["latents"]), "png")
+        updates.put(ProgressEvent(step=done, total=total, preview_b64=picture))
         return kwargs
 
     def work() -> None:
@@ -61,3 +70,18 @@ def stepwise(run: Callable[[StepCallback], R], total: int) -> Iterator[ProgressE
     finally:
         stop.set()
         thread.join()
+
+
+def latent_preview(latents: Any) -> Image:
+    """A rough picture of the first image's latents `(batch, channels, h, w)`: its first
+    three channels scaled to 0-255 each — no VAE decode, so it costs next to nothing and is
+    1/8 of the image's size (the shapes and colours of the composition, not the image)."""
+    from PIL import Image as pil
+
+    first = latents[0, :3].detach().float().cpu()
+    if first.shape[0] < 3:
+        first = first[:1].repeat(3, 1, 1)
+    low = first.amin(dim=(1, 2), keepdim=True)
+    high = first.amax(dim=(1, 2), keepdim=True)
+    scaled = ((first - low) / (high - low).clamp(min=1e-6) * 255).round().byte()
+    return pil.fromarray(scaled.permute(1, 2, 0).numpy(), "RGB")

@@ -63,6 +63,9 @@ class ImageToImageRequest(BaseRequest):
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED,
                              description="Absent: a random seed, reported in the response.")
     output_format: ImageFormat = ImageFormat.PNG
+    stream_preview: bool = Field(
+        default=False, description="With /stream: each progress event carries a small, "
+        "rough preview of the image so far (`preview_b64`, PNG at 1/8 of the size).")
 
     _image: Image | None = PrivateAttr(default=None)
     _mask: Image | None = PrivateAttr(default=None)

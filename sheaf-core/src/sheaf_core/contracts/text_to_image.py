@@ -59,6 +59,9 @@ class TextToImageRequest(BaseRequest):
         "seed, reported in the response.")
     num_images: int = Field(default=1, ge=1, le=MAX_IMAGES)
     output_format: ImageFormat = ImageFormat.PNG
+    stream_preview: bool = Field(
+        default=False, description="With /stream: each progress event carries a small, "
+        "rough preview of the image so far (`preview_b64`, PNG at 1/8 of the size).")
 
     @field_validator("prompt")
     @classmethod
