@@ -6,8 +6,8 @@ FLUX text-to-image 128x128 in 4 steps, SDXL img2img 128x128 at 8 steps x strengt
 
   raw, one per call     this process: the diffusers pipeline called once per image, each
                         with its own seeded generator (what a hand-written server does);
-  raw, 8 per call       this process: the pipeline called on 8 prompts at once (the
-                        hardware's figure for batches of 8; no HTTP, no JSON, no PNG);
+  raw, 4 / 8 per call   this process: the pipeline called on 4 or 8 prompts at once (the
+                        hardware's figure for such batches; no HTTP, no JSON, no PNG);
   sheaf, batching off   `sheaf-server serve`, 8 concurrent clients, each request alone;
   sheaf, batching on    the same with max_batch_size 8, max_wait_ms 20.
 
@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         for workload in workloads():
             model_dir = workload.build(workdir / workload.name)
             print(f"{workload.name}: raw …", file=sys.stderr, flush=True)
-            rows.append(raw(workload, model_dir, args.images, 1))
-            rows.append(raw(workload, model_dir, args.images, BATCH))
+            for per_call in (1, BATCH // 2, BATCH):
+                rows.append(raw(workload, model_dir, args.images, per_call))
             for batching in (False, True):
                 print(f"{workload.name}: sheaf, batching {batching} …", file=sys.stderr,
                       flush=True)
