@@ -462,3 +462,36 @@ def test_a_streaming_client_that_disconnects_stops_the_backend(host: Host, flag:
             time.sleep(0.3)
         assert seen < 100, f"{seen} of 200 steps ran after the client left"
         assert client.post("/m/predict", json=BODY).status_code == 200
+
+
+def test_a_stream_past_its_deadline_ends_with_a_504_event(host: Host) -> None:
+    slow = spec(backend_kwargs={"stream_steps": 100, "step_delay_s": 0.05}, timeout_s=0.5)
+    with host.serve(slow) as client:
+        with client.stream("POST", "/m/stream", json=BODY) as response:
+            events = _sse(response)
+        assert events[-1][0] == "error" and events[-1][1]["status"] == 504
+        assert {kind for kind, _ in events[:-1]} <= {"progress"}
+
+
+def test_streams_share_the_model_s_bounded_queue(host: Host) -> None:
+    policy = {"max_batch_size": 1, "max_wait_ms": 0, "max_queue_size": 1}
+    # On Ray the handle's own queue (ray.max_queued_requests, default max_queue_size) also
+    # counts describe calls in flight; room there leaves the refusal to the model's queue.
+    slow = spec(backend_kwargs={"stream_steps": 40, "step_delay_s": 0.05}, batching=policy,
+                ray={"max_queued_requests": 8})
+    with host.serve(slow) as client:
+        base = str(client.base_url)
+
+        async def scenario() -> tuple[int, str | None]:
+            async with httpx.AsyncClient(base_url=base, timeout=30) as ac:
+                running = asyncio.create_task(ac.post("/m/stream", json=BODY))
+                await _until_stats(ac, requests=1)  # one streams ...
+                queued = asyncio.create_task(ac.post("/m/stream", json=BODY))
+                await _until_stats(ac, queued=1)  # ... one waits ...
+                refused = await ac.post("/m/stream", json=BODY)  # ... the queue is full
+                assert (await running).status_code == 200
+                assert (await queued).status_code == 200
+                return refused.status_code, refused.headers.get("retry-after")
+
+        status, retry_after = asyncio.run(scenario())
+    assert status == 503 and retry_after is not None

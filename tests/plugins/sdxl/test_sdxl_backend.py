@@ -136,6 +136,7 @@ def test_a_sheaf_serve_multimodal_body_is_answered_as_such(server: httpx.Client)
     ({"mask_b64": png_b64(32, 32, "L")}, "mask_b64"),            # not the image's size
     ({"image_b64": "bm90IGFuIGltYWdl"}, "image_b64"),             # base64 of "not an image"
     ({"image_b64": png_b64(60, 64)}, "image_b64"),               # not a multiple of 8
+    ({"image_b64": png_b64(4104, 8)}, "image_b64"),              # a side over 4096
     ({"num_inference_steps": 501}, "num_inference_steps"),
 ])
 def test_bad_requests_get_a_422_naming_the_field(server: httpx.Client, patch: dict,
