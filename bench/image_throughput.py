@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from serve_overhead import RESULTS, _free_port, _percentile, _wait_ready, machine
+from serve_overhead import RESULTS, _free_port, _percentile, machine, serve_config
 
 CLIENTS = 8
 BATCH = 8
@@ -132,28 +131,13 @@ def raw(workload: Workload, model_dir: Path, images: int, per_call: int) -> Row:
 @contextmanager
 def sheaf_server(workload: Workload, model_dir: Path, batching: bool,
                  workdir: Path) -> Iterator[str]:
-    port = _free_port()
-    config = {"server": {"host": "127.0.0.1", "port": port}, "models": [{
+    config = {"server": {"host": "127.0.0.1", "port": _free_port()}, "models": [{
         "name": workload.name, "backend": workload.backend,
         "backend_kwargs": {"model_id": str(model_dir), "device": "cpu"},
         "batching": {"enabled": batching, "max_batch_size": BATCH, "max_wait_ms": 20}}]}
     path = workdir / f"{workload.name}-{'on' if batching else 'off'}.yaml"
-    path.write_text(json.dumps(config))
-    log = (workdir / f"{path.stem}.log").open("w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("sheaf-server")), "serve",
-                             str(path), "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, proc)
+    with serve_config(config, path) as (base, _pid):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def served(workload: Workload, base: str, images: int, batching: bool) -> Row:

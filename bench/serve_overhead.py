@@ -167,16 +167,24 @@ def sheaf_server(workload: Workload, model_dir: Path, batching: bool,
         }],
     }
     path = workdir / f"{workload.name}-{'on' if batching else 'off'}.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    exe = Path(sys.executable).with_name("sheaf-server")
-    log = (workdir / f"{path.stem}.log").open("w")
-    proc = subprocess.Popen([str(exe), "serve", str(path), "--log-level", "warning"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, proc)
+    with serve_config(config, path) as (base, pid):
         httpx.post(f"{base}/{workload.name}/predict", content=workload.body(), timeout=60,
                    headers={"content-type": "application/json"}).raise_for_status()
+        yield base, pid
+
+
+@contextmanager
+def serve_config(config: dict[str, Any], path: Path) -> Iterator[tuple[str, int]]:
+    """`sheaf-server serve` on `config` (written to `path`, its log next to it), until
+    ready; yield (base url, pid); stop it after."""
+    path.write_text(json.dumps(config))  # JSON is YAML
+    exe = Path(sys.executable).with_name("sheaf-server")
+    log = path.with_suffix(".log").open("w")
+    proc = subprocess.Popen([str(exe), "serve", str(path), "--log-level", "warning"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://{config['server']['host']}:{config['server']['port']}"
+    try:
+        _wait_ready(base, proc)
         yield base, proc.pid
     finally:
         proc.terminate()

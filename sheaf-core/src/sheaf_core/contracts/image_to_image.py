@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from sheaf_core.contracts._validation import field_errors
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
@@ -25,6 +25,7 @@ from sheaf_core.contracts.images import (
     SIZE_MULTIPLE,
     ImageDecodeError,
     ImageFormat,
+    Prompt,
     decode_image,
 )
 
@@ -47,7 +48,7 @@ class ImageToImageRequest(BaseRequest):
 
     model_type: ImageToImageType = "image_to_image"
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: Prompt
     image_b64: str = Field(description="The input image: PNG, JPEG or WebP, base64. Its size "
                            f"is the output's; each side a multiple of {SIZE_MULTIPLE}.")
     mask_b64: str | None = Field(
@@ -69,13 +70,6 @@ class ImageToImageRequest(BaseRequest):
 
     _image: Image | None = PrivateAttr(default=None)
     _mask: Image | None = PrivateAttr(default=None)
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, prompt: str) -> str:
-        if not prompt.strip():
-            raise ValueError("must not be blank")
-        return prompt
 
     @model_validator(mode="after")
     def _check_images(self) -> ImageToImageRequest:

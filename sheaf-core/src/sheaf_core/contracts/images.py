@@ -15,9 +15,9 @@ import binascii
 import io
 import random
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -35,6 +35,17 @@ MAX_SEED = 2**32 - 1
 MAX_IMAGES = 8
 MAX_PROMPT_CHARS = 10_000
 MAX_GUIDANCE = 100.0
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
+
+
+#: A prompt: 1 to MAX_PROMPT_CHARS characters, not only whitespace.
+Prompt = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS),
+                   AfterValidator(_not_blank)]
 
 
 class ImageFormat(StrEnum):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
 from sheaf_core.contracts.images import (
@@ -23,6 +23,7 @@ from sheaf_core.contracts.images import (
     SIZE_MULTIPLE,
     GeneratedImage,
     ImageFormat,
+    Prompt,
 )
 
 MAX_STEPS = 200
@@ -41,7 +42,7 @@ class TextToImageRequest(BaseRequest):
 
     model_type: TextToImageType = "text_to_image"
 
-    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: Prompt
     negative_prompt: str = Field(
         default="", max_length=MAX_PROMPT_CHARS,
         description="What to avoid; models without it (FLUX schnell) ignore it.")
@@ -62,13 +63,6 @@ class TextToImageRequest(BaseRequest):
     stream_preview: bool = Field(
         default=False, description="With /stream: each progress event carries a small, "
         "rough preview of the image so far (`preview_b64`, PNG at 1/8 of the size).")
-
-    @field_validator("prompt")
-    @classmethod
-    def _not_blank(cls, prompt: str) -> str:
-        if not prompt.strip():
-            raise ValueError("must not be blank")
-        return prompt
 
 
 class TextToImageResponse(BaseResponse):

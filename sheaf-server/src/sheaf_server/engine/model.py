@@ -196,17 +196,13 @@ class ModelRuntime(ModelBase):
         none), so a `request_id` in the body is used instead. `timeout_s`: what is left of
         the deadline when a host already spent some (Ray's ingress); default the model's.
         An `EngineError` raised here carries the id, so the host's error names it too."""
+        request, request_id = self._accept(body, request_id, body_id_wins)
         try:
-            self.ensure_ready()
-            request = self.parse(body)
-            if body_id_wins and request.request_id:
-                request_id = request.request_id
-            self.check(request)
             response = await self.predict(request, request_id, timeout_s)
-            return request_id, self.encode(response)
         except EngineError as exc:
             exc.request_id = request_id
             raise
+        return request_id, self.encode(response)
 
     async def stream(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
                      timeout_s: float | None = None) -> tuple[str, Stream]:
@@ -214,15 +210,11 @@ class ModelRuntime(ModelBase):
         parse → check → enqueued (or refused: overload, shutdown). Errors up to here are
         raised now, so a host answers them with a plain status; the returned `Stream`
         yields the backend's progress, then the response (stamped with the id)."""
+        request, request_id = self._accept(body, request_id, body_id_wins)
+        loop = asyncio.get_running_loop()
+        job, queue = open_stream(request, loop)
+        batcher, deadline = self.batcher, loop.time() + (timeout_s or self.timeout_s)
         try:
-            self.ensure_ready()
-            request = self.parse(body)
-            if body_id_wins and request.request_id:
-                request_id = request.request_id
-            self.check(request)
-            loop = asyncio.get_running_loop()
-            job, queue = open_stream(request, loop)
-            batcher, deadline = self.batcher, loop.time() + (timeout_s or self.timeout_s)
             future = batcher.enqueue(job)
         except EngineError as exc:
             exc.request_id = request_id
@@ -230,15 +222,33 @@ class ModelRuntime(ModelBase):
 
         async def outcome() -> bytes:
             try:
-                response: BaseResponse = await batcher.outcome(future, deadline)
+                response = await batcher.outcome(future, deadline)
             except EngineError as exc:
                 exc.request_id = request_id
                 raise
-            response.request_id = request_id
-            response.model_name = self.name
-            return self.encode(response)
+            return self.encode(self._stamped(response, request_id))
 
         return request_id, Stream(job, queue, outcome)
+
+    def _accept(self, body: bytes | str, request_id: str,
+                body_id_wins: bool) -> tuple[BaseRequest, str]:
+        """The front of the request path, shared by `handle` and `stream`: ready? → parse →
+        check. Returns the typed request and the id it is answered under."""
+        try:
+            self.ensure_ready()
+            request = self.parse(body)
+            if body_id_wins and request.request_id:
+                request_id = request.request_id
+            self.check(request)
+        except EngineError as exc:
+            exc.request_id = request_id
+            raise
+        return request, request_id
+
+    def _stamped(self, response: BaseResponse, request_id: str) -> BaseResponse:
+        response.request_id = request_id
+        response.model_name = self.name
+        return response
 
     async def answer(self, request: BaseRequest, request_id: str,
                      timeout_s: float | None = None) -> BaseResponse:
@@ -253,10 +263,7 @@ class ModelRuntime(ModelBase):
         self.ensure_ready()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout_s or self.timeout_s)
-        response: BaseResponse = await self.batcher.submit(request, deadline)
-        response.request_id = request_id
-        response.model_name = self.name
-        return response
+        return self._stamped(await self.batcher.submit(request, deadline), request_id)
 
     def encode(self, response: BaseResponse) -> bytes:
         return self._serialize(response)
