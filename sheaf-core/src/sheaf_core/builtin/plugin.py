@@ -1,5 +1,5 @@
-"""sheaf-core's own plugin: the time_series, text_to_image and image_to_image contracts,
-the baseline forecaster and the weighted ensemble combiner.
+"""sheaf-core's own plugin: the time_series, text_to_image, image_to_image and weather
+contracts, the baseline forecaster and the weighted ensemble combiner.
 
 Registered through the ``sheaf`` entry point group exactly like a third-party plugin.
 """
@@ -15,10 +15,12 @@ def sheaf_register_contracts(register: ContractRegistrar) -> None:
     from sheaf_core.contracts.image_to_image import ImageToImageRequest, ImageToImageResponse
     from sheaf_core.contracts.text_to_image import TextToImageRequest, TextToImageResponse
     from sheaf_core.contracts.time_series import TimeSeriesRequest, TimeSeriesResponse
+    from sheaf_core.contracts.weather import WeatherRequest, WeatherResponse
 
     register("time_series", TimeSeriesRequest, TimeSeriesResponse)
     register("text_to_image", TextToImageRequest, TextToImageResponse)
     register("image_to_image", ImageToImageRequest, ImageToImageResponse)
+    register("weather", WeatherRequest, WeatherResponse)
 
 
 @hookimpl
