@@ -1,0 +1,1 @@
+"""Sheaf backend `graphcast`: GraphCast through PhysicsNeMo's GraphCastNet."""
