@@ -32,10 +32,10 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from serve_overhead import RESULTS, machine
+from serve_overhead import machine, save_results
 
 BATCH = 64
 
@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         *lines])
     print(report)
     if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "batch_throughput.md").write_text(report + "\n")
-        (RESULTS / "batch_throughput.json").write_text(
-            json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+        save_results("batch_throughput", report, rows)
     return 0
 
 

@@ -22,19 +22,18 @@ to back with distinct seeds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from serve_overhead import RESULTS, _free_port, _percentile, machine, serve_config
+from serve_overhead import _free_port, _percentile, machine, save_results, serve_config
 
 CLIENTS = 8
 BATCH = 8
@@ -210,10 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         table(rows)])
     print(report)
     if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "image_throughput.md").write_text(report + "\n")
-        (RESULTS / "image_throughput.json").write_text(
-            json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+        save_results("image_throughput", report, rows)
     return 0
 
 

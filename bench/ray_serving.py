@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -43,6 +43,7 @@ from serve_overhead import (
     _free_port,
     _pass_seconds,
     machine,
+    save_results,
     wrk,
 )
 
@@ -200,11 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         table(rows)])
     print(report)
     if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "ray_serving.md").write_text(report + "\n")
-        (RESULTS / "ray_serving.json").write_text(
-            json.dumps([asdict(r) for r in rows], indent=1) + "\n")
-        print(f"\nwritten to {RESULTS}/ray_serving.md and .json", file=sys.stderr)
+        save_results("ray_serving", report, rows)
     return 0
 
 

@@ -315,6 +315,15 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def save_results(name: str, report: str, rows: list[Any]) -> None:
+    """`bench/results/NAME.md` (the report) and `NAME.json` (the rows, dataclasses)."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(report + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps([asdict(r) for r in rows], indent=1)
+                                          + "\n")
+    print(f"\nwritten to {RESULTS}/{name}.md and .json", file=sys.stderr)
+
+
 def machine() -> str:
     import torch
 
@@ -361,11 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     report = render(rows, workloads, args, profile)
     print(report)
     if not args.no_save:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "serve_overhead.md").write_text(report + "\n")
-        (RESULTS / "serve_overhead.json").write_text(
-            json.dumps([asdict(r) for r in rows], indent=1) + "\n")
-        print(f"\nwritten to {RESULTS}/serve_overhead.md and .json", file=sys.stderr)
+        save_results("serve_overhead", report, rows)
     return 0
 
 
