@@ -177,3 +177,36 @@ def test_a_parquet_sink_keeps_order_and_unifies_nested_fields(tmp_path: Path) ->
     assert set(table[3]["quantiles"]) == {"0.1", "0.5", "0.9"}
     assert table[3]["quantiles"]["0.1"] is not None and table[3]["quantiles"]["0.5"] is None
     assert table[1]["quantiles"] is None
+
+
+def test_graphcast_forecasts_many_initial_times_as_a_job(tmp_path: Path) -> None:
+    """A weather job: one row per initial time, each rollout as the backend gives it."""
+    from datetime import datetime, timedelta
+
+    import numpy as np
+
+    from sheaf_backend_graphcast.backend import GraphCastBackend
+    from sheaf_backend_graphcast.testing import sample_request, save_tiny_graphcast
+    from sheaf_core.contracts.arrays import EncodedArray
+    from sheaf_core.contracts.weather import WeatherRequest
+
+    kwargs = save_tiny_graphcast(tmp_path / "graphcast")
+    first = datetime(2026, 1, 1)
+    rows = [sample_request(first + timedelta(hours=6 * i), n_steps=2, seed=i)
+            for i in range(6)]
+    source = write_jsonl(tmp_path / "init_times.jsonl", rows)
+    spec = ModelSpec(name="weather", backend="graphcast", backend_kwargs=kwargs)
+    summary = BatchRunner(spec, progress=False).run(BatchSpec(
+        source=str(source), sink=str(tmp_path / "forecasts.jsonl"), batch_size=2,
+        chunk_rows=2, num_cpus=0.5))
+    assert (summary.ok, summary.failed) == (6, 0)
+    out = read_jsonl(str(tmp_path / "forecasts.jsonl"))
+    assert [o["init_time"] for o in out] == [r["init_time"] for r in rows]
+    local = GraphCastBackend(**kwargs)
+    local.load()
+    for got, row in zip(out, rows, strict=True):
+        want = local.predict([WeatherRequest.model_validate(row)])[0]
+        for step_got, step_want in zip(got["steps"], want.steps, strict=True):
+            np.testing.assert_allclose(
+                EncodedArray.model_validate(step_got["atmospheric"]["z"]).to_numpy(),
+                step_want.atmospheric["z"].to_numpy(), rtol=1e-5)

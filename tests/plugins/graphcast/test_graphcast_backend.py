@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from image_support import serving, sse_events
+
 from sheaf_backend_graphcast.backend import GraphCastBackend
 from sheaf_backend_graphcast.testing import (
     ATMOSPHERIC,
@@ -19,9 +20,9 @@ from sheaf_backend_graphcast.testing import (
     LEVELS,
     NORMALIZATION,
     SURFACE,
+    sample_request,
     save_tiny_graphcast,
 )
-
 from sheaf_core import InvalidRequest, ModelSpec
 from sheaf_core.contracts.arrays import EncodedArray
 from sheaf_core.contracts.weather import WeatherRequest
@@ -30,34 +31,9 @@ from sheaf_core.testing import BackendConformance
 INIT = datetime(2026, 1, 1, 6)
 
 
-def field(key: str, shape: tuple[int, ...], rng: np.random.Generator) -> dict[str, Any]:
-    stats = NORMALIZATION[key]
-    values = stats["mean"] + 0.5 * stats["std"] * rng.normal(size=shape)
-    return EncodedArray.from_numpy(values).model_dump()
-
-
 def weather_body(n_steps: int = 3, seed: int = 0, grid: tuple[int, int] = GRID,
                  **overrides: Any) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
-    lat, lon = grid
-
-    def state(time: datetime) -> dict[str, Any]:
-        atmospheric = {}
-        for name in ATMOSPHERIC:
-            planes = [EncodedArray.model_validate(field(f"{name}@{lv:g}", (lat, lon), rng))
-                      .to_numpy() for lv in LEVELS]
-            atmospheric[name] = EncodedArray.from_numpy(np.stack(planes)).model_dump()
-        return {"time": time.isoformat(), "atmospheric": atmospheric,
-                "surface": {name: field(name, (lat, lon), rng) for name in SURFACE}}
-
-    return {"init_time": INIT.isoformat(), "n_steps": n_steps,
-            "grid": {"lat": list(np.linspace(-87.1875, 87.1875, lat)),
-                     "lon": list(np.arange(lon) * 360 / lon)},
-            "levels": LEVELS,
-            "states": [state(INIT - timedelta(hours=6)), state(INIT)],
-            "forcings": {"lsm": field("lsm", (lat, lon), rng),
-                         "toa": field("toa", (n_steps, lat, lon), rng)},
-            **overrides}
+    return {**sample_request(INIT, n_steps, seed=seed, grid=grid), **overrides}
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ per-step top-of-atmosphere radiation field.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +55,38 @@ def save_tiny_graphcast(directory: str | Path, *, seed: int = 0) -> dict[str, An
     return {"checkpoint": str(checkpoint), "state_variables": channels,
             "forcings": FORCINGS, "input_states": 2, "normalization": NORMALIZATION,
             "residual": True, "increment_normalization": INCREMENTS, "step_hours": 6}
+
+
+def sample_request(init_time: datetime, n_steps: int = 1, *, seed: int = 0,
+                   grid: tuple[int, int] = GRID, step_hours: float = 6) -> dict[str, Any]:
+    """A `weather` request body for the tiny model: two states (`init_time` - step and
+    `init_time`) of random fields at the climatology's scale, the land-sea mask and one
+    radiation field per step."""
+    import numpy as np
+
+    from sheaf_core.contracts.arrays import EncodedArray
+
+    rng = np.random.default_rng(seed)
+    lat, lon = grid
+
+    def field(key: str, *shape: int) -> Any:
+        stats = NORMALIZATION[key]
+        return stats["mean"] + 0.5 * stats["std"] * rng.normal(size=shape)
+
+    def encoded(values: Any) -> dict[str, Any]:
+        return EncodedArray.from_numpy(values).model_dump()
+
+    def state(time: datetime) -> dict[str, Any]:
+        return {"time": time.isoformat(),
+                "surface": {name: encoded(field(name, lat, lon)) for name in SURFACE},
+                "atmospheric": {name: encoded(np.stack([field(f"{name}@{lv:g}", lat, lon)
+                                                        for lv in LEVELS]))
+                                for name in ATMOSPHERIC}}
+
+    return {"init_time": init_time.isoformat(), "n_steps": n_steps,
+            "grid": {"lat": [float(x) for x in np.linspace(-87.1875, 87.1875, lat)],
+                     "lon": [float(x) for x in np.arange(lon) * 360 / lon]},
+            "levels": LEVELS,
+            "states": [state(init_time - timedelta(hours=step_hours)), state(init_time)],
+            "forcings": {"lsm": encoded(field("lsm", lat, lon)),
+                         "toa": encoded(field("toa", n_steps, lat, lon))}}
