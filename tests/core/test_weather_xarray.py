@@ -49,3 +49,9 @@ def test_a_response_survives_dataset_and_netcdf_exactly() -> None:
     z = again.steps[1].atmospheric["z"].to_numpy()
     assert np.array_equal(z, EncodedArray.model_validate(arr(2, LAT, LON, seed=12)).to_numpy())
     assert isinstance(again.steps[0].valid_time, datetime)
+
+
+def test_a_file_whose_dimensions_come_in_another_order_reads_the_same() -> None:
+    request = WeatherRequest.model_validate(body())
+    shuffled = request_to_dataset(request).transpose("lon", "lat", ...)
+    assert request_from_dataset(shuffled).model_dump() == request.model_dump()

@@ -17,11 +17,12 @@ Needs xarray and h5netcdf: `pip install 'sheaf-core[weather]'`.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sheaf_core.contracts.arrays import EncodedArray
-from sheaf_core.contracts.weather import ForecastStep, WeatherRequest, WeatherResponse
+from sheaf_core.contracts.weather import ForecastStep, State, WeatherRequest, WeatherResponse
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -30,25 +31,16 @@ SPATIAL = ("lat", "lon")
 
 
 def request_to_dataset(request: WeatherRequest) -> xr.Dataset:
-    import numpy as np
     import xarray as xr
 
-    first = request.states[0]
-    times = [_naive(s.time) if s.time else None for s in request.states]
-    data: dict[str, Any] = {}
-    for name in first.surface:
-        data[name] = (("time", *SPATIAL), np.stack(
-            [s.surface[name].to_numpy() for s in request.states]))
-    for name in first.atmospheric:
-        data[name] = (("time", "level", *SPATIAL), np.stack(
-            [s.atmospheric[name].to_numpy() for s in request.states]))
+    data = _stacked(request.states)
     for name, array in request.forcings.items():
         values = array.to_numpy()
         data[name] = ((("step",) if values.ndim == 3 else ()) + SPATIAL, values)
     coords: dict[str, Any] = {"lat": request.grid.lat, "lon": request.grid.lon,
                               "level": request.levels}
-    if all(t is not None for t in times):
-        coords["time"] = np.array(times, dtype="datetime64[ns]")
+    if all(s.time is not None for s in request.states):
+        coords["time"] = _times([s.time for s in request.states])  # type: ignore[misc]
     return xr.Dataset(data, coords=coords, attrs={
         "n_steps": request.n_steps, "init_time": _naive(request.init_time).isoformat()})
 
@@ -58,74 +50,87 @@ def request_from_dataset(dataset: xr.Dataset, **fields: Any) -> WeatherRequest:
     override its attributes. Shapes and names are then checked as for JSON."""
     times = [_to_datetime(t) for t in dataset["time"].values] if "time" in dataset.coords \
         else []
-    states: list[dict[str, Any]] = [
-        {"time": t, "surface": {}, "atmospheric": {}} for t in times] or [
-        {"surface": {}, "atmospheric": {}} for _ in range(dataset.sizes.get("time", 1))]
-    forcings: dict[str, EncodedArray] = {}
-    for name, variable in dataset.data_vars.items():
-        dims = variable.dims
-        if "time" not in dims:
-            forcings[str(name)] = EncodedArray.from_numpy(variable.values)
-            continue
-        kind = "atmospheric" if "level" in dims else "surface"
-        order = ("time", "level", *SPATIAL) if kind == "atmospheric" else ("time", *SPATIAL)
-        values = variable.transpose(*order).values
-        for state, plane in zip(states, values, strict=True):
-            state[kind][str(name)] = EncodedArray.from_numpy(plane)
-    attrs = dict(dataset.attrs)
-    init_time = attrs.get("init_time") or (times[-1] if times else None)
+    states = [{"surface": surface, "atmospheric": atmospheric}
+              for surface, atmospheric in _unstacked(dataset)]
+    for state, time in zip(states, times, strict=False):
+        state["time"] = time
+    forcings = {str(name): EncodedArray.from_numpy(variable.transpose(
+                    *(("step",) if "step" in variable.dims else ()), *SPATIAL).values)
+                for name, variable in dataset.data_vars.items() if "time" not in variable.dims}
+    init_time = dataset.attrs.get("init_time") or (times[-1] if times else None)
     body: dict[str, Any] = {
-        "init_time": init_time, "n_steps": int(attrs.get("n_steps", 1)),
-        "grid": {"lat": [float(x) for x in dataset["lat"].values],
-                 "lon": [float(x) for x in dataset["lon"].values]},
-        "levels": [float(x) for x in dataset["level"].values] if "level" in dataset.coords
-        else [],
-        "states": states, "forcings": forcings, **fields}
+        "init_time": init_time, "n_steps": int(dataset.attrs.get("n_steps", 1)),
+        **_grid_and_levels(dataset), "states": states, "forcings": forcings, **fields}
     return WeatherRequest.model_validate(body)
 
 
 def response_to_dataset(response: WeatherResponse) -> xr.Dataset:
-    import numpy as np
     import xarray as xr
 
-    data: dict[str, Any] = {}
-    if response.steps:
-        first = response.steps[0]
-        for name in first.surface:
-            data[name] = (("time", *SPATIAL), np.stack(
-                [s.surface[name].to_numpy() for s in response.steps]))
-        for name in first.atmospheric:
-            data[name] = (("time", "level", *SPATIAL), np.stack(
-                [s.atmospheric[name].to_numpy() for s in response.steps]))
     coords = {"lat": response.grid.lat, "lon": response.grid.lon, "level": response.levels,
-              "time": np.array([_naive(s.valid_time) for s in response.steps],
-                               dtype="datetime64[ns]"),
+              "time": _times([s.valid_time for s in response.steps]),
               "step": ("time", [s.step for s in response.steps])}
-    attrs = {"init_time": _naive(response.init_time).isoformat(),
-             "step_hours": response.step_hours}
+    attrs: dict[str, Any] = {"init_time": _naive(response.init_time).isoformat(),
+                             "step_hours": response.step_hours}
     for key in ("request_id", "model_name"):
         if getattr(response, key):
             attrs[key] = getattr(response, key)
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    return xr.Dataset(_stacked(response.steps), coords=coords, attrs=attrs)
 
 
 def response_from_dataset(dataset: xr.Dataset) -> WeatherResponse:
-    steps = []
-    for i, (time, step) in enumerate(zip(dataset["time"].values, dataset["step"].values,
-                                         strict=True)):
-        surface, atmospheric = {}, {}
-        for name, variable in dataset.data_vars.items():
-            plane = variable.isel(time=i).values
-            target = atmospheric if "level" in variable.dims else surface
-            target[str(name)] = EncodedArray.from_numpy(plane)
-        steps.append(ForecastStep(step=int(step), valid_time=_to_datetime(time),
-                                  surface=surface, atmospheric=atmospheric))
+    steps = [ForecastStep(step=int(step), valid_time=_to_datetime(time), surface=surface,
+                          atmospheric=atmospheric)
+             for time, step, (surface, atmospheric) in zip(
+                 dataset["time"].values, dataset["step"].values, _unstacked(dataset),
+                 strict=True)]
     return WeatherResponse(
         init_time=dataset.attrs["init_time"], step_hours=float(dataset.attrs["step_hours"]),
-        grid={"lat": [float(x) for x in dataset["lat"].values],
-              "lon": [float(x) for x in dataset["lon"].values]},
-        levels=[float(x) for x in dataset["level"].values], steps=steps,
-        request_id=dataset.attrs.get("request_id"), model_name=dataset.attrs.get("model_name"))
+        **_grid_and_levels(dataset), steps=steps, request_id=dataset.attrs.get("request_id"),
+        model_name=dataset.attrs.get("model_name"))
+
+
+def _stacked(snapshots: Sequence[State] | Sequence[ForecastStep]) -> dict[str, Any]:
+    """The variables of states (or forecast steps), each stacked along `time`."""
+    import numpy as np
+
+    data: dict[str, Any] = {}
+    if snapshots:
+        for kind, dims in (("surface", ("time", *SPATIAL)),
+                           ("atmospheric", ("time", "level", *SPATIAL))):
+            for name in getattr(snapshots[0], kind):
+                data[name] = (dims, np.stack([getattr(s, kind)[name].to_numpy()
+                                              for s in snapshots]))
+    return data
+
+
+def _unstacked(dataset: xr.Dataset) -> list[tuple[dict[str, EncodedArray],
+                                                 dict[str, EncodedArray]]]:
+    """The inverse of `_stacked`: per time, (surface, atmospheric) variables, each put in
+    the contract's dimension order whatever the file's."""
+    snapshots: list[tuple[dict[str, EncodedArray], dict[str, EncodedArray]]] = [
+        ({}, {}) for _ in range(dataset.sizes.get("time", 0))]
+    for name, variable in dataset.data_vars.items():
+        if "time" not in variable.dims:
+            continue
+        atmospheric = "level" in variable.dims
+        order = ("time", "level", *SPATIAL) if atmospheric else ("time", *SPATIAL)
+        for snapshot, plane in zip(snapshots, variable.transpose(*order).values, strict=True):
+            snapshot[1 if atmospheric else 0][str(name)] = EncodedArray.from_numpy(plane)
+    return snapshots
+
+
+def _grid_and_levels(dataset: xr.Dataset) -> dict[str, Any]:
+    levels = dataset["level"].values if "level" in dataset.coords else []
+    return {"grid": {"lat": [float(x) for x in dataset["lat"].values],
+                     "lon": [float(x) for x in dataset["lon"].values]},
+            "levels": [float(x) for x in levels]}
+
+
+def _times(moments: Sequence[datetime]) -> Any:
+    import numpy as np
+
+    return np.array([_naive(m) for m in moments], dtype="datetime64[ns]")
 
 
 def to_netcdf(dataset: xr.Dataset) -> bytes:
