@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve_overhead import machine, save_results
+from serve_overhead import publish
 
 BATCH = 64
 
@@ -151,17 +151,12 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r.mode} | {r.rows:,} | {r.seconds:.1f} | {r.rows_per_s:,.0f} | {r.cores} | "
               f"{r.per_core:,.0f} | {100 * (r.share_of_limit or 0):.0f}% |" for r in rows]
-    report = "\n".join([
-        "# batch_throughput", "",
-        f"`{' '.join(['bench/batch_throughput.py', *sys.argv[1:]])}` on {machine()}.",
+    publish("batch_throughput", [
         f"{args.rows:,} rows of tiny Chronos-Bolt (history 128, horizon 16, quantiles), "
         f"batch size {BATCH}, chunk_rows 1024; one torch thread per worker. Job rows include "
         "driver validation, scheduling, I/O, JSON, checkpoints and the final join, but not "
         "starting the cluster.", "",
-        *lines])
-    print(report)
-    if not args.no_save:
-        save_results("batch_throughput", report, rows)
+        *lines], rows, not args.no_save)
     return 0
 
 

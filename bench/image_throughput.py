@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from serve_overhead import _free_port, _percentile, machine, save_results, serve_config
+from serve_overhead import _free_port, _percentile, publish, serve_config
 
 CLIENTS = 8
 BATCH = 8
@@ -200,16 +200,11 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 with sheaf_server(workload, model_dir, batching, workdir) as base:
                     rows.append(served(workload, base, args.images, batching))
-    report = "\n".join([
-        "# image_throughput", "",
-        f"`{' '.join(['bench/image_throughput.py', *sys.argv[1:]])}` on {machine()}.",
+    publish("image_throughput", [
         f"Tiny random pipelines built by the bench; {SIZE}x{SIZE}; FLUX 4 steps, SDXL img2img "
         f"8 steps x strength 0.5; {CLIENTS} concurrent clients; batching on = max_batch_size "
         f"{BATCH}, max_wait_ms 20. Sheaf rows include HTTP, JSON, base64 and PNG encoding.", "",
-        table(rows)])
-    print(report)
-    if not args.no_save:
-        save_results("image_throughput", report, rows)
+        table(rows)], rows, not args.no_save)
     return 0
 
 

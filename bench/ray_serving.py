@@ -42,8 +42,7 @@ from serve_overhead import (
     Workload,
     _free_port,
     _pass_seconds,
-    machine,
-    save_results,
+    publish,
     wrk,
 )
 
@@ -190,18 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = getattr(testing, workload.build)(workdir / workload.name)
         for server in servers:
             rows += measure(server, workload, model_dir, clients, args.duration, workdir)
-    report = "\n".join([
-        "# ray_serving", "",
-        f"`{' '.join(['bench/ray_serving.py', *sys.argv[1:]])}` on {machine()}.",
+    publish("ray_serving", [
         f"Model **{workload.name}** ({workload.build}; cost dominated by "
         f"{workload.what_it_measures}); batches of up to {MAX_BATCH}, 2 ms wait, everywhere. "
         f"{args.duration:g} s per row, best of three passes; wrk -t1 over 127.0.0.1 on the "
         "same machine (wrk, Ray's processes and torch share its cores). `batch` = mean batch "
         "the model replica formed (sheaf's own counters; raw Ray Serve has none).", "",
-        table(rows)])
-    print(report)
-    if not args.no_save:
-        save_results("ray_serving", report, rows)
+        table(rows)], rows, not args.no_save)
     return 0
 
 

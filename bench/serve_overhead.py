@@ -315,6 +315,17 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def publish(name: str, body: list[str], rows: list[Any], save: bool) -> None:
+    """Print the report of bench/NAME.py — its title, the command and machine, then `body`
+    — and save it with the rows unless told not to."""
+    report = "\n".join([f"# {name}", "",
+                        f"`{' '.join([f'bench/{name}.py', *sys.argv[1:]])}` on {machine()}.",
+                        *body])
+    print(report)
+    if save:
+        save_results(name, report, rows)
+
+
 def save_results(name: str, report: str, rows: list[Any]) -> None:
     """`bench/results/NAME.md` (the report) and `NAME.json` (the rows, dataclasses)."""
     RESULTS.mkdir(exist_ok=True)
@@ -367,19 +378,13 @@ def main(argv: list[str] | None = None) -> int:
             rows += measure(w, model_dir, clients, args.duration, workdir, profile_to)
             if profile_to is not None and profile_to.exists():
                 profile = summarize_profile(profile_to.read_text())
-    report = render(rows, workloads, args, profile)
-    print(report)
-    if not args.no_save:
-        save_results("serve_overhead", report, rows)
+    publish("serve_overhead", render(rows, workloads, args, profile), rows, not args.no_save)
     return 0
 
 
 def render(rows: list[Row], workloads: list[Workload], args: argparse.Namespace,
-           profile: str | None) -> str:
+           profile: str | None) -> list[str]:
     parts = [
-        "# serve_overhead",
-        "",
-        f"`{' '.join(['bench/serve_overhead.py', *sys.argv[1:]])}` on {machine()}.",
         f"{args.duration:g} s per row, as the best of three passes (limit and servers "
         "alike, so that noise from other tenants of the machine hits both sides the same); "
         "wrk -t1 over 127.0.0.1 on the same machine (wrk, the server and torch share its "
@@ -398,7 +403,7 @@ def render(rows: list[Row], workloads: list[Workload], args: argparse.Namespace,
     if profile:
         parts += ["", "## Where the tiny model's server spends its time (py-spy, 64 clients, "
                   "batching on)", "", profile]
-    return "\n".join(parts)
+    return parts
 
 
 # -- profile summary -----------------------------------------------------------------------

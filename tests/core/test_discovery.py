@@ -112,7 +112,7 @@ print(json.dumps([type(a).__name__, type(b).__name__]))
 def test_plugin_discovery_imports_no_heavy_library() -> None:
     code = ("import sys, json; from sheaf_core import discover; r = discover(); "
             "print(json.dumps(sorted(m for m in ('torch', 'chronos', 'fastapi', 'ray', "
-            "'numpy', 'transformers') if m in sys.modules)))")
+            "'numpy', 'transformers', 'xarray', 'zarr', 'fsspec') if m in sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert json.loads(result.stdout) == []

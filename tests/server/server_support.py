@@ -6,6 +6,7 @@ same tests drive it in this process (tier 1) and in Ray replicas (other processe
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 
 import httpx
 import uvicorn
+from httpx_sse import EventSource
 from pydantic import BaseModel, ConfigDict
 
 from sheaf_core import TimeSeriesRequest, TimeSeriesResponse, hookimpl
@@ -33,6 +35,7 @@ class SlowSettings(BaseModel):
     stream_steps: int = 0  # stream(): this many progress events before the result
     step_delay_s: float = 0.0  # ... each after this long
     step_log: str | None = None  # ... each appending a line to this file
+    deterministic: bool = True  # False: like a sampler without a seed (never cached)
 
 
 class ScriptedBackend(BaselineForecaster):
@@ -55,6 +58,9 @@ class ScriptedBackend(BaselineForecaster):
                 assert time.monotonic() < deadline, "gate never opened"
                 time.sleep(0.01)
         super().load()
+
+    def deterministic(self, request: TimeSeriesRequest) -> bool:
+        return self.settings.deterministic
 
     def _season(self, request: TimeSeriesRequest) -> int:
         return 1
@@ -81,6 +87,11 @@ class ScriptedBackend(BaselineForecaster):
                     log.write(f"{step}\n")
             yield ProgressEvent(step=step, total=total)
         yield self.predict([request])[0]
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str, dict]]:
+    """The (event, data) pairs of a server-sent event stream (httpx-sse parses it)."""
+    return [(sse.event, json.loads(sse.data)) for sse in EventSource(response).iter_sse()]
 
 
 def steps_logged(path: str) -> int:

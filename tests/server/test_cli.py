@@ -6,70 +6,57 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import httpx
-
-BIN = Path(sys.executable).parent / "sheaf-server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_ready(process: subprocess.Popen[str], port: int, timeout: float) -> str:
-    """The server's URL once /ready answers 200; fails with its output if it exits first."""
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(process.communicate()[0][-3000:])
-        try:
-            if httpx.get(f"{url}/ready").status_code == 200:
-                return url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
+from cli_support import BIN, Served, free_port, served
 
 
 def test_serve_a_yaml_file_and_shut_down_cleanly(tmp_path: Path) -> None:
     config = tmp_path / "sheaf.yaml"
     config.write_text("models:\n  - name: forecaster\n    backend: baseline\n"
                       "    batching: {max_batch_size: 8, max_wait_ms: 1}\n")
-    port = free_port()
-    process = subprocess.Popen([str(BIN), "serve", str(config), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = wait_ready(process, port, timeout=10)
-        response = httpx.post(f"{url}/forecaster/predict",
+    with served(config) as server:
+        response = httpx.post(f"{server.url}/forecaster/predict",
                               json={"history": [1, 2, 3], "horizon": 2})
         assert response.status_code == 200 and response.json()["mean"] == [3, 3]
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
-    assert "serving forecaster" in output
-    assert "Application shutdown complete" in output
+    assert server.process.returncode == 0, server.output
+    assert "serving forecaster" in server.output
+    assert "Application shutdown complete" in server.output
+
+
+def test_json_logs_carry_an_access_record_per_request_with_its_fields(tmp_path: Path) -> None:
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - name: forecaster\n    backend: baseline\n"
+                      "server: {log_format: json, access_log: true}\n")
+    with served(config) as server:
+        httpx.post(f"{server.url}/forecaster/predict",
+                   json={"history": [1, 2, 3], "horizon": 2}, headers={"x-request-id": "log-1"})
+        httpx.post(f"{server.url}/forecaster/predict", json={"horizon": 0})
+    output = server.output  # stdout and stderr: all of it logging, but for our own print
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in lines]
+    assert len(records) == len(output.strip().splitlines()) - output.count("sheaf-server:")
+    access = [r for r in records if r["logger"] == "sheaf.access" and r["route"] == "predict"]
+    assert [(r["status"], r["model"], r["method"]) for r in access] == [
+        (200, "forecaster", "POST"), (422, "forecaster", "POST")]
+    assert access[0]["request_id"] == "log-1" and access[0]["latency_ms"] > 0
+    assert access[1]["request_id"]  # generated
+    assert {"time", "level", "logger", "message"} <= set(access[0])
+    assert any(r["logger"].startswith("uvicorn") for r in records)  # uvicorn's lines too
 
 
 def test_sighup_reloads_the_config_and_hot_swaps_changed_models(tmp_path: Path) -> None:
     config = tmp_path / "sheaf.yaml"
     model = "models:\n  - name: forecaster\n    backend: baseline\n"
     config.write_text(model + "    backend_kwargs: {season_length: 1}\n")
-    port = free_port()
-    process = subprocess.Popen([str(BIN), "serve", str(config), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     body = {"history": [1, 2, 3, 4], "horizon": 2}
-    try:
-        url = wait_ready(process, port, timeout=10)
+    with served(config) as server:
+        url, process = server.url, server.process
         assert httpx.post(f"{url}/forecaster/predict", json=body).json()["mean"] == [4, 4]
         config.write_text(model + "    backend_kwargs: {season_length: 2}\n")
         process.send_signal(signal.SIGHUP)
@@ -82,9 +69,7 @@ def test_sighup_reloads_the_config_and_hot_swaps_changed_models(tmp_path: Path) 
         process.send_signal(signal.SIGHUP)  # refused as a whole: adding a model needs a restart
         time.sleep(0.5)
         assert httpx.post(f"{url}/forecaster/predict", json=body).json()["mean"] == [3, 4]
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=30)
+    output = server.output
     assert process.returncode == 0, output
     assert "not applied, still serving as before" in output and "added: added" in output
     assert "updated forecaster" in output
@@ -94,26 +79,50 @@ def test_serve_on_ray_starts_a_local_cluster_and_drains_on_sigterm(tmp_path: Pat
     config = tmp_path / "sheaf.yaml"
     config.write_text("models:\n  - name: forecaster\n    backend: baseline\n"
                       "    resources: {num_cpus: 0.5}\n")
-    port = free_port()
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must be short
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled",
            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
-    process = subprocess.Popen([str(BIN), "serve", str(config), "--runtime", "ray",
-                                "--port", str(port)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        url = wait_ready(process, port, timeout=120)
-        response = httpx.post(f"{url}/forecaster/predict",
-                              json={"history": [1, 2, 3], "horizon": 2})
-        assert response.status_code == 200 and response.json()["mean"] == [3, 3]
-        assert response.headers["x-request-id"] == response.json()["request_id"]
+        with served(config, "--runtime", "ray", env=env, timeout=120) as server:
+            response = httpx.post(f"{server.url}/forecaster/predict",
+                                  json={"history": [1, 2, 3], "horizon": 2})
+            assert response.status_code == 200 and response.json()["mean"] == [3, 3]
+            assert response.headers["x-request-id"] == response.json()["request_id"]
     finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=120)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert process.returncode == 0, output
-    assert "serving forecaster on Ray" in output and "draining" in output
+    assert server.process.returncode == 0, server.output
+    assert "serving forecaster on Ray" in server.output and "draining" in server.output
+
+
+def test_a_stop_signal_while_starting_on_ray_abandons_the_start_and_cleans_up(
+        tmp_path: Path) -> None:
+    """SIGTERM after Ray is up but before the app answers (Ray installs its own fatal
+    SIGTERM handler in ray.init; the CLI's must still be the one that runs)."""
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - name: forecaster\n    backend: baseline\n"
+                      "    resources: {num_cpus: 0.5}\n")
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled",
+           "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+           "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
+    process = subprocess.Popen([str(BIN), "serve", str(config), "--runtime", "ray",
+                                "--port", str(free_port())], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    running = Served(process)
+    reader = threading.Thread(target=running.read, daemon=True)
+    reader.start()
+    try:
+        running.wait_for("Started Serve", timeout=120)  # ray.init has returned by then
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        reader.join(10)
+    finally:
+        process.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert process.returncode == 0, running.output
+    assert "stopped while starting" in running.output
+    assert "SIGTERM received" not in running.output  # Ray's abort handler did not run
 
 
 def test_a_bad_config_fails_at_start_naming_model_and_field(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Flag, Host
-from server_support import POISON, ScriptedPlugin, serving, steps_logged
+from server_support import POISON, ScriptedPlugin, serving, sse_events, steps_logged
 
 from sheaf_core import ModelSpec
 from sheaf_server import build_app
@@ -259,8 +259,7 @@ def test_on_ray_a_call_the_ingress_abandons_is_dropped_before_it_runs(
                 abandoned = handle.handle.remote(json.dumps(BODY), "second", False, 30.0)
                 await _until_stats(ac, queued=1)  # it reached the replica's batcher
                 abandoned.cancel()
-                request_id, _ = await first
-                assert request_id == "first"
+                assert (await first).request_id == "first"
 
         _on_handle_loop(scenario())
         counted = stats(client)
@@ -392,24 +391,13 @@ def _wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-unty
         time.sleep(0.02)
 
 
-def _sse(response: httpx.Response) -> list[tuple[str, dict]]:
-    """The (event, data) pairs of a server-sent event stream."""
-    events, kind = [], None
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            kind = line.removeprefix("event:").strip()
-        elif line.startswith("data:"):
-            events.append((kind, json.loads(line.removeprefix("data:"))))
-    return events
-
-
 def test_stream_sends_progress_then_the_result_predict_gives(host: Host) -> None:
     with host.serve(spec(backend_kwargs={"stream_steps": 3})) as client:
         with client.stream("POST", "/m/stream", json=BODY,
                            headers={"X-Request-ID": "s-1"}) as response:
             assert response.status_code == 200
             assert response.headers["x-request-id"] == "s-1"
-            events = _sse(response)
+            events = sse_events(response)
         predicted = client.post("/m/predict", json=BODY).json()
     assert [kind for kind, _ in events] == ["progress"] * 3 + ["result"]
     assert [(d["step"], d["total"]) for _, d in events[:3]] == [(1, 3), (2, 3), (3, 3)]
@@ -422,7 +410,7 @@ def test_a_model_without_step_progress_streams_just_its_result(host: Host) -> No
     with host.serve(spec()) as client, \
             client.stream("POST", "/m/stream", json=BODY) as response:
         assert response.status_code == 200
-        assert [kind for kind, _ in _sse(response)] == ["result"]
+        assert [kind for kind, _ in sse_events(response)] == ["result"]
 
 
 def test_stream_refusals_are_plain_statuses_before_any_event(host: Host) -> None:
@@ -438,7 +426,7 @@ def test_a_stream_whose_backend_fails_ends_with_an_error_event(host: Host) -> No
         poisoned = {**BODY, "history": [1.0, POISON, 3.0]}
         with client.stream("POST", "/m/stream", json=poisoned,
                            headers={"X-Request-ID": "s-bad"}) as response:
-            events = _sse(response)
+            events = sse_events(response)
         assert [kind for kind, _ in events] == ["progress", "error"]
         error = events[-1][1]
         assert (error["status"], error["request_id"]) == (500, "s-bad")
@@ -468,7 +456,7 @@ def test_a_stream_past_its_deadline_ends_with_a_504_event(host: Host) -> None:
     slow = spec(backend_kwargs={"stream_steps": 100, "step_delay_s": 0.05}, timeout_s=0.5)
     with host.serve(slow) as client:
         with client.stream("POST", "/m/stream", json=BODY) as response:
-            events = _sse(response)
+            events = sse_events(response)
         assert events[-1][0] == "error" and events[-1][1]["status"] == 504
         assert {kind for kind, _ in events[:-1]} <= {"progress"}
 

@@ -46,7 +46,10 @@ def test_the_config_keeps_the_specs_and_lists_each_deployment(tmp_path: Path) ->
     assert deployments["fc"]["max_queued_requests"] == 64
     assert deployments["fc"]["ray_actor_options"]["num_cpus"] == 0.1
     assert "SheafIngress" in deployments
-    assert deployments["ens"]["ray_actor_options"] == {"num_cpus": 0.0}  # the pipeline's
+    assert deployments["ens"]["ray_actor_options"]["num_cpus"] == 0.0  # the pipeline's
+    for deployment in deployments.values():  # every process sums into one GET /metrics
+        env = deployment["ray_actor_options"]["runtime_env"]["env_vars"]
+        assert env["PROMETHEUS_MULTIPROC_DIR"].endswith("sheaf-metrics/built")
     assert app["args"]["config"]["pipelines"][0]["output"] == "mix"
     assert app["runtime_env"]["pip"][0].startswith("sheaf-server[ray]==")
 

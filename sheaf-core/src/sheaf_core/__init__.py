@@ -26,6 +26,7 @@ from sheaf_core.registry import Registry, default_registry, discover
 from sheaf_core.spec import (
     AutoscalingPolicy,
     BatchingPolicy,
+    CachePolicy,
     ModelSpec,
     RayActorOptions,
     RayPolicy,
@@ -46,6 +47,7 @@ __all__ = [
     "BaseRequest",
     "BaseResponse",
     "BatchingPolicy",
+    "CachePolicy",
     "Combiner",
     "ConfigError",
     "FieldProblem",

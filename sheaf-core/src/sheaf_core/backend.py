@@ -58,6 +58,12 @@ class Backend(Generic[RequestT, ResponseT]):
     #: batch by count), splitting it as it needs.
     batch_keys: ClassVar[tuple[str, ...]] = ()
 
+    def deterministic(self, request: RequestT) -> bool:
+        """Whether the same request always gets the same answer from this backend, so the
+        response cache may keep it. Default: what the request says (a seed pinned); a
+        backend that samples without a seed says False."""
+        return request.deterministic()  # type: ignore[attr-defined, no-any-return]
+
     def __init__(self, **kwargs: Any) -> None:
         self.settings = self.Settings(**kwargs)
         self.loaded = False

@@ -49,3 +49,13 @@ class PluginError(SheafError):
 class UpdateFailed(SheafError):
     """A hot swap could not happen (the new backend failed to build or load); the model
     keeps serving what it served before."""
+
+
+class PayloadUnavailable(SheafError):
+    """Storage a request named (an input or output URI) could not be reached or written;
+    hosts answer 502, as a gateway whose upstream failed."""
+
+
+class UnsupportedPayload(SheafError):
+    """A body in a format this server cannot read (a media type no codec takes, or a codec
+    whose libraries are not installed); hosts answer 415."""

@@ -22,7 +22,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def sheaf_register_contracts(register: ContractRegistrar) -> None:
-    """Register model types: ``register("weather", WeatherRequest, WeatherResponse)``."""
+    """Register model types: ``register("weather", WeatherRequest, WeatherResponse)``, with
+    ``codecs=[...]`` for bodies other than JSON (`sheaf_core.codecs`)."""
 
 
 @hookspec

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.metadata import EntryPoint, entry_points
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Protocol, Union
 
 import pluggy
 from pydantic import BaseModel, Field, TypeAdapter
 
 from sheaf_core import hookspecs
 from sheaf_core.backend import Backend
+from sheaf_core.codecs import JSON_MEDIA_TYPE, BodyCodec, is_json
 from sheaf_core.combiner import Combiner
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
-from sheaf_core.errors import PluginError
+from sheaf_core.errors import PluginError, UnsupportedPayload
 
 DISABLE_ENV = "SHEAF_DISABLE_PLUGINS"
 IN_PROCESS = "<in-process>"
@@ -60,6 +61,19 @@ class ContractEntry:
     request: type[BaseRequest]
     response: type[BaseResponse]
     plugin: PluginInfo
+    #: Body codecs by media type (`sheaf_core.codecs`); JSON needs none.
+    codecs: Mapping[str, BodyCodec] = field(default_factory=dict)
+
+    def codec(self, media_type: str) -> BodyCodec | None:
+        """The codec for a body of `media_type`; None: read it as the contract's JSON.
+        UnsupportedPayload for a media type that is neither."""
+        if media_type in self.codecs:
+            return self.codecs[media_type]
+        if is_json(media_type):
+            return self.codecs.get(JSON_MEDIA_TYPE)
+        accepted = ", ".join([JSON_MEDIA_TYPE, *self.codecs])
+        raise UnsupportedPayload(f"model type {self.model_type!r} does not read "
+                                 f"{media_type!r} bodies; it reads {accepted}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,13 @@ class CombinerEntry:
     plugin: PluginInfo
 
 
-ContractRegistrar = Callable[[str, type[BaseRequest], type[BaseResponse]], None]
+class ContractRegistrar(Protocol):
+    """`register(model_type, request, response, codecs=())` in `sheaf_register_contracts`."""
+
+    def __call__(self, model_type: str, request: type[BaseRequest],
+                 response: type[BaseResponse], codecs: Sequence[BodyCodec] = ()) -> None: ...
+
+
 BackendRegistrar = Callable[[str, type[Backend[Any, Any]]], None]
 CombinerRegistrar = Callable[[str, type[Combiner[Any, Any]]], None]
 
@@ -234,8 +254,14 @@ def _collect_contracts(manager: pluggy.PluginManager, infos: dict[str, PluginInf
             continue
 
         def register(model_type: str, request: type[BaseRequest], response: type[BaseResponse],
-                     info: PluginInfo = info) -> None:
+                     codecs: Sequence[BodyCodec] = (), info: PluginInfo = info) -> None:
             _check_contract(model_type, request, response)
+            for codec in codecs:
+                if not isinstance(codec, BodyCodec) or not codec.media_types:
+                    raise TypeError(f"contract {model_type!r}: codec {codec!r} must be a "
+                                    "BodyCodec instance with media_types")
+            by_media_type = {media_type: codec for codec in codecs
+                             for media_type in codec.media_types}
             if model_type in registry.contracts:
                 other = registry.contracts.pop(model_type).plugin
                 registry.problems[model_type] = (
@@ -243,7 +269,8 @@ def _collect_contracts(manager: pluggy.PluginManager, infos: dict[str, PluginInf
                     f"{info.label}; uninstall one, or disable one with {DISABLE_ENV}")
                 return
             if model_type not in registry.problems:
-                registry.contracts[model_type] = ContractEntry(model_type, request, response, info)
+                registry.contracts[model_type] = ContractEntry(model_type, request, response,
+                                                              info, by_media_type)
                 info.model_types.append(model_type)
 
         try:

@@ -9,11 +9,12 @@ model (by its `name`) and the field, e.g.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sheaf_core.codecs import PayloadSettings
 from sheaf_core.errors import ConfigError, PluginError
 from sheaf_core.names import NAME_PATTERN, check_not_reserved
 from sheaf_core.pipeline_spec import PipelineSpec
@@ -114,6 +115,20 @@ class RayPolicy(_Strict):
         return self
 
 
+class CachePolicy(_Strict):
+    """The per-model response cache (off by default): identical requests within `ttl_s`
+    are answered from memory, skipping the queue and the backend."""
+
+    enabled: bool = False
+    max_entries: int = Field(default=1024, ge=1, le=10_000_000,
+                             description="Least recently used entries go first.")
+    ttl_s: float = Field(default=300.0, gt=0, le=30 * 86400,
+                         description="An entry is forgotten this long after it was stored.")
+    exclude_fields: list[str] = Field(
+        default_factory=list, description="Request fields left out of the key (request_id "
+        "and model_name always are), e.g. a client tag that does not change the answer.")
+
+
 class ModelSpec(_Strict):
     """One served model: a route name, a backend, its kwargs and its policies."""
 
@@ -123,6 +138,7 @@ class ModelSpec(_Strict):
         default=None, description="Optional; checked against the backend's model type.")
     backend_kwargs: dict[str, Any] = Field(default_factory=dict)
     batching: BatchingPolicy = Field(default_factory=BatchingPolicy)
+    cache: CachePolicy = Field(default_factory=CachePolicy)
     resources: ResourcePolicy = Field(default_factory=ResourcePolicy)
     timeout_s: float | None = Field(
         default=None, gt=0, le=3600,
@@ -139,6 +155,9 @@ class RayServeSettings(_Strict):
     """The Ray host as a whole (`sheaf-server serve --runtime ray`, `sheaf-server build`)."""
 
     app_name: str = Field(default="sheaf", min_length=1)
+    metrics_dir: str | None = Field(
+        default=None, description="Where the app's processes on a node keep their "
+        "Prometheus values for GET /metrics to sum; default <tmp>/sheaf-metrics/<app_name>.")
     route_prefix: str = Field(default="/", pattern=r"^/")
     ingress_replicas: int = Field(default=1, ge=1)
     ingress_max_ongoing_requests: int = Field(
@@ -166,7 +185,15 @@ class ServerSettings(_Strict):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     drain_timeout_s: float = Field(default=30.0, ge=0, le=3600,
                                    description="Grace period for in-flight work on shutdown.")
-    access_log: bool = False
+    access_log: bool = Field(
+        default=False, description="One log record per request (sheaf.access: method, path, "
+        "status, latency, request id, model); off, nothing is built for it.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line (fields, not prose), "
+        "for log pipelines; on Ray the replicas' logs too.")
+    payloads: PayloadSettings = Field(
+        default_factory=PayloadSettings, description="Payloads named by URI (e.g. a "
+        "weather state in s3://): which prefixes requests may use, with what credentials.")
     ray: RayServeSettings = Field(default_factory=RayServeSettings)
 
 

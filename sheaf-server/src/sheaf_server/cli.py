@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import queue
 import signal
@@ -19,6 +18,8 @@ from sheaf_core.errors import ConfigError, SheafError
 from sheaf_core.registry import default_registry
 from sheaf_core.spec import SheafConfig, check_spec, load_config
 from sheaf_server.defaults import default_config
+from sheaf_server.logs import configure_logging
+from sheaf_server.telemetry import configure_tracing
 
 if TYPE_CHECKING:
     from sheaf_server.model_server import ModelServer
@@ -107,12 +108,11 @@ def _serve(args: argparse.Namespace) -> int:
     hot-swaps the models whose spec changed."""
     from sheaf_server.model_server import ModelServer
 
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     path = _config_path(args.config, args.sagemaker)
     config = load_config(path) if path else default_config()
     settings = config.server
+    configure_logging(args.log_level, settings.log_format)
+    configure_tracing()  # from OTEL_* (off unless OTEL_TRACES_EXPORTER names an exporter)
     host = args.host or ("0.0.0.0" if args.sagemaker else settings.host)
     port = args.port if args.port is not None else (
         SAGEMAKER_PORT if args.sagemaker else settings.port)
@@ -122,26 +122,48 @@ def _serve(args: argparse.Namespace) -> int:
     # Tier 1 constructs every backend here: bad kwargs fail before anything binds.
     server = ModelServer(config, runtime=args.runtime, host=host, port=port,
                          address=args.address, log_level=args.log_level)
+    signals = _StopSignals()
     try:
         url = server.start()
         where = " on Ray" if args.runtime == "ray" else ""
         print(f"sheaf-server: serving {', '.join(m.name for m in config.models)}{where} at "
               f"{url} (docs at /docs; models load in the background, see /ready)",
               file=sys.stderr, flush=True)
-        _until_stopped(server, path)  # handlers installed after ray.init, which sets its own
+        signals.serving = True
+        _until_stopped(server, path, signals)
         print("sheaf-server: draining", file=sys.stderr, flush=True)
+    except _StoppedWhileStarting:
+        print("sheaf-server: stopped while starting", file=sys.stderr, flush=True)
     finally:
         server.stop()
     return 0
 
 
-def _until_stopped(server: ModelServer, path: str | None) -> None:
-    signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, lambda signum, _: signals.put(signum))
+class _StoppedWhileStarting(Exception):
+    """A stop signal came before the server was up: abandon the start and clean up."""
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM/SIGHUP from the moment `serve` starts: a stop while starting (the Ray
+    ingress may already answer before `start()` returns) abandons the start; once serving,
+    every signal is queued for the loop in `_until_stopped`."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.serving = False
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._received)
+
+    def _received(self, signum: int, _frame: object) -> None:
+        if not self.serving and signum != signal.SIGHUP:
+            raise _StoppedWhileStarting
+        self.queue.put(signum)
+
+
+def _until_stopped(server: ModelServer, path: str | None, signals: _StopSignals) -> None:
     while server.alive:
         try:
-            signum = signals.get(timeout=0.5)
+            signum = signals.queue.get(timeout=0.5)
         except queue.Empty:
             continue
         if signum != signal.SIGHUP:

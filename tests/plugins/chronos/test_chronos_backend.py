@@ -24,6 +24,14 @@ def bolt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_bolt(tmp_path_factory.mktemp("bolt"))
 
 
+def test_bolt_answers_are_deterministic_so_they_may_be_cached(bolt_dir: Path) -> None:
+    backend = ChronosBackend(model_id=str(bolt_dir))
+    backend.load()
+    request = TimeSeriesRequest(history=series(40, 1), horizon=5)
+    assert backend.deterministic(request)
+    assert backend.predict([request])[0] == backend.predict([request])[0]
+
+
 @pytest.fixture(scope="module")
 def chronos2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_chronos2(tmp_path_factory.mktemp("chronos2"))
@@ -197,6 +205,8 @@ def test_original_chronos_samples_once_per_batch_and_answers_every_mode(
     backend = ChronosBackend(model_id=str(save_tiny_chronos(tmp_path)), num_samples=20)
     backend.load()
     assert isinstance(backend.pipeline, ChronosPipeline) and backend.kind == "chronos"
+    # it samples without a seed: its answers are never served from the response cache
+    assert not backend.deterministic(TimeSeriesRequest(history=series(40, 1), horizon=5))
     requests = [
         TimeSeriesRequest(history=series(40, 1), horizon=5),
         TimeSeriesRequest(history=series(70, 2), horizon=16, output_mode="quantiles",

@@ -131,6 +131,11 @@ class ChronosBackend(Backend[TimeSeriesRequest, TimeSeriesResponse]):
 
     # -- prediction --------------------------------------------------------------------------
 
+    def deterministic(self, request: TimeSeriesRequest) -> bool:
+        """Original Chronos draws its sample paths at random (no seed in the contract), so
+        its answers are never cached; Bolt and Chronos-2 compute quantiles directly."""
+        return self.kind != "chronos"
+
     def predict(self, requests: Sequence[TimeSeriesRequest]) -> list[TimeSeriesResponse]:
         if not requests:
             return []

@@ -16,11 +16,12 @@ def sheaf_register_contracts(register: ContractRegistrar) -> None:
     from sheaf_core.contracts.text_to_image import TextToImageRequest, TextToImageResponse
     from sheaf_core.contracts.time_series import TimeSeriesRequest, TimeSeriesResponse
     from sheaf_core.contracts.weather import WeatherRequest, WeatherResponse
+    from sheaf_core.contracts.weather_payloads import codecs
 
     register("time_series", TimeSeriesRequest, TimeSeriesResponse)
     register("text_to_image", TextToImageRequest, TextToImageResponse)
     register("image_to_image", ImageToImageRequest, ImageToImageResponse)
-    register("weather", WeatherRequest, WeatherResponse)
+    register("weather", WeatherRequest, WeatherResponse, codecs=codecs())
 
 
 @hookimpl

@@ -12,12 +12,13 @@ import binascii
 import math
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 if TYPE_CHECKING:
     import numpy as np
 
-#: Largest array accepted inline, in bytes (bigger states travel as NetCDF or Zarr).
+#: Largest array accepted inline in JSON, in bytes (bigger states travel as NetCDF or Zarr;
+#: arrays made with `from_numpy`, e.g. read from such a file, are not limited).
 MAX_INLINE_BYTES = 64 * 1024 * 1024
 _ITEMSIZE = {"float32": 4, "float64": 8}
 
@@ -30,6 +31,9 @@ class EncodedArray(BaseModel):
     dtype: Literal["float32", "float64"] = "float32"
     shape: list[int] = Field(min_length=1, max_length=8)
     data_b64: str = Field(description="base64 of the little-endian values, row-major.")
+    #: The values, when this array was made from them (`from_numpy`): read back without
+    #: decoding, and never checked against the inline limit.
+    _values: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _bytes_match_shape(self) -> EncodedArray:
@@ -48,9 +52,21 @@ class EncodedArray(BaseModel):
                              f"{self.dtype} needs {expected:,}")
         return self
 
+    def __eq__(self, other: object) -> bool:
+        """Equal values (the cached `_values` are not compared: they equal the data)."""
+        if not isinstance(other, EncodedArray):
+            return NotImplemented
+        return (self.dtype, self.shape, self.data_b64) == (other.dtype, other.shape,
+                                                            other.data_b64)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as pydantic models are
+
     def to_numpy(self) -> np.ndarray:
+        """The values (read-only)."""
         import numpy as np
 
+        if self._values is not None:
+            return self._values  # type: ignore[no-any-return]
         raw = base64.b64decode(self.data_b64)
         return np.frombuffer(raw, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(
             self.shape).astype(self.dtype)
@@ -61,5 +77,13 @@ class EncodedArray(BaseModel):
         import numpy as np
 
         values = np.ascontiguousarray(np.asarray(array, dtype=np.dtype(dtype).newbyteorder("<")))
-        return cls(dtype=dtype, shape=list(values.shape),
-                   data_b64=base64.b64encode(values.tobytes()).decode("ascii"))
+        if values.ndim == 0 or 0 in values.shape:
+            raise ValueError(f"shape {list(values.shape)}: an array needs at least one "
+                             "dimension and no empty one")
+        # Consistent by construction, so not validated (which would apply the inline limit).
+        encoded = cls.model_construct(dtype=dtype, shape=list(values.shape),
+                                      data_b64=base64.b64encode(values.tobytes()).decode())
+        values = values.astype(dtype, copy=False)
+        values.flags.writeable = False
+        encoded._values = values
+        return encoded

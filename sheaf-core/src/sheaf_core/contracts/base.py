@@ -33,6 +33,12 @@ class BaseRequest(BaseModel):
         "POST /invocations.",
     )
 
+    def deterministic(self) -> bool:
+        """Whether this request pins everything random about its answer, so an identical
+        request may be answered from the response cache. Contracts with a seed say False
+        when it is absent."""
+        return True
+
 
 class BaseResponse(BaseModel):
     """Fields common to every response; the engine fills `request_id` and `model_name`."""

@@ -119,6 +119,10 @@ class ImageToImageRequest(BaseRequest):
         """(width, height) of the input image, which the output has too."""
         return self.decoded_image.size
 
+    def deterministic(self) -> bool:
+        """Without a seed the server picks a random one: never answered from the cache."""
+        return self.seed is not None
+
 
 class ImageToImageResponse(BaseResponse):
     """The transformed image, its size and format, and the seed that reproduces it."""

@@ -64,6 +64,10 @@ class TextToImageRequest(BaseRequest):
         default=False, description="With /stream: each progress event carries a small, "
         "rough preview of the image so far (`preview_b64`, PNG at 1/8 of the size).")
 
+    def deterministic(self) -> bool:
+        """Without a seed the server picks a random one: never answered from the cache."""
+        return self.seed is not None
+
 
 class TextToImageResponse(BaseResponse):
     """The images, their size and format, and the seeds that reproduce them."""

@@ -11,14 +11,17 @@ Zarr, so a request or response can also travel as a Dataset. The layout:
             the forecast variables as above, over the forecast's times;
             attrs: init_time, step_hours.
 
-Needs xarray and h5netcdf: `pip install 'sheaf-core[weather]'`.
+Needs xarray, h5netcdf and zarr: `pip install 'sheaf-core[weather]'`.
 """
 
 from __future__ import annotations
 
 import io
+import tempfile
+import zipfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sheaf_core.contracts.arrays import EncodedArray
@@ -41,13 +44,21 @@ def request_to_dataset(request: WeatherRequest) -> xr.Dataset:
                               "level": request.levels}
     if all(s.time is not None for s in request.states):
         coords["time"] = _times([s.time for s in request.states])  # type: ignore[misc]
-    return xr.Dataset(data, coords=coords, attrs={
-        "n_steps": request.n_steps, "init_time": _naive(request.init_time).isoformat()})
+    attrs: dict[str, Any] = {"n_steps": request.n_steps,
+                             "init_time": _naive(request.init_time).isoformat()}
+    attrs.update({key: getattr(request, key) for key in ("request_id", "model_name")
+                  if getattr(request, key)})
+    return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
 def request_from_dataset(dataset: xr.Dataset, **fields: Any) -> WeatherRequest:
     """A `WeatherRequest` from a Dataset in the layout above; `fields` (e.g. n_steps)
-    override its attributes. Shapes and names are then checked as for JSON."""
+    override its attributes. Per-step forcings covering more steps than asked for are cut
+    to the first n_steps (a file may hold a longer horizon). Shapes and names are then
+    checked as for JSON."""
+    n_steps = int(fields.get("n_steps", dataset.attrs.get("n_steps", 1)))
+    if dataset.sizes.get("step", 0) > n_steps:
+        dataset = dataset.isel(step=slice(0, n_steps))
     times = [_to_datetime(t) for t in dataset["time"].values] if "time" in dataset.coords \
         else []
     states = [{"surface": surface, "atmospheric": atmospheric}
@@ -59,8 +70,10 @@ def request_from_dataset(dataset: xr.Dataset, **fields: Any) -> WeatherRequest:
                 for name, variable in dataset.data_vars.items() if "time" not in variable.dims}
     init_time = dataset.attrs.get("init_time") or (times[-1] if times else None)
     body: dict[str, Any] = {
-        "init_time": init_time, "n_steps": int(dataset.attrs.get("n_steps", 1)),
-        **_grid_and_levels(dataset), "states": states, "forcings": forcings, **fields}
+        "init_time": init_time, "n_steps": n_steps, **_grid_and_levels(dataset),
+        "states": states, "forcings": forcings,
+        **{key: dataset.attrs[key] for key in ("request_id", "model_name")
+           if key in dataset.attrs}, **fields}
     return WeatherRequest.model_validate(body)
 
 
@@ -131,6 +144,41 @@ def _times(moments: Sequence[datetime]) -> Any:
     import numpy as np
 
     return np.array([_naive(m) for m in moments], dtype="datetime64[ns]")
+
+
+def to_zarr_zip(dataset: xr.Dataset) -> bytes:
+    """A zipped Zarr store, as bytes (`application/x-zarr+zip`)."""
+    with tempfile.TemporaryDirectory(prefix="sheaf-zarr-") as tmp:
+        store = Path(tmp, "dataset.zarr")
+        dataset.to_zarr(store, consolidated=False)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for path in sorted(store.rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(store).as_posix())
+        return buffer.getvalue()
+
+
+def from_zarr_zip(data: bytes) -> xr.Dataset:
+    """A Dataset, loaded into memory, from a zipped Zarr store's bytes."""
+    import zarr
+
+    with tempfile.TemporaryDirectory(prefix="sheaf-zarr-") as tmp:
+        archive = Path(tmp, "dataset.zip")
+        archive.write_bytes(data)
+        store = zarr.storage.ZipStore(archive, mode="r")
+        try:
+            return from_zarr(store)
+        finally:
+            store.close()
+
+
+def from_zarr(store: Any) -> xr.Dataset:
+    """A Dataset, loaded into memory, from a Zarr store (a path, an fsspec mapper, ...)."""
+    import xarray as xr
+
+    with xr.open_zarr(store, consolidated=False) as dataset:
+        return dataset.load()
 
 
 def to_netcdf(dataset: xr.Dataset) -> bytes:

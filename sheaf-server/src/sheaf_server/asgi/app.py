@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sheaf_core.codecs import media_type_of
 from sheaf_core.errors import FieldProblem
 from sheaf_core.pipeline_spec import PipelineSpec
 from sheaf_core.registry import Registry
@@ -31,8 +32,10 @@ from sheaf_server import __version__
 from sheaf_server.asgi.body import read_body
 from sheaf_server.asgi.errors import ERROR_RESPONSES, error_body, error_response
 from sheaf_server.asgi.fast_path import FastPathMiddleware, Handler, render_error
-from sheaf_server.asgi.openapi import build_openapi, request_body
+from sheaf_server.asgi.metrics import MetricsMiddleware
+from sheaf_server.asgi.openapi import answer_formats, body_models, build_openapi, request_body
 from sheaf_server.asgi.request_id import GENERATED_KEY, STATE_KEY, RequestIdMiddleware
+from sheaf_server.asgi.tracing import add_tracing
 from sheaf_server.engine import (
     ClientGone,
     Engine,
@@ -42,6 +45,7 @@ from sheaf_server.engine import (
     ServingEngine,
 )
 from sheaf_server.engine.errors import RequestInvalid
+from sheaf_server.engine.metrics import exposition
 from sheaf_server.engine.model import ModelState
 from sheaf_server.engine.served import StreamingModel
 from sheaf_server.engine.streaming import EventStream
@@ -90,14 +94,17 @@ def create_app(engine: ServingEngine) -> FastAPI:
         for name, runtime in engine.models.items()}
     hot_paths["/invocations"] = partial(_invocations, engine=engine)
     app.add_middleware(FastPathMiddleware, handlers=hot_paths)
-    app.add_middleware(RequestIdMiddleware)  # added last: outermost, so the fast path has ids
+    app.add_middleware(RequestIdMiddleware)  # outside the fast path, so it has ids
+    add_tracing(app, list(engine.models))  # the request's span, when tracing is on
+    app.add_middleware(MetricsMiddleware, models=list(engine.models),  # outermost: times all
+                       access_log=engine.settings.access_log)
     _add_error_handlers(app)
     _add_server_routes(app, engine)
     for runtime in engine.models.values():
         _add_model_routes(app, engine, runtime)
     _add_unknown_model_routes(app, engine)
-    classes = list({r.contract.request: None for r in engine.models.values()})
-    app.openapi = partial(build_openapi, app, classes)  # type: ignore[method-assign]
+    models = list({m: None for r in engine.models.values() for m in body_models(r.contract)})
+    app.openapi = partial(build_openapi, app, models)  # type: ignore[method-assign]
     return app
 
 
@@ -110,9 +117,11 @@ async def _predict(request: Request, engine: ServingEngine, runtime: ServedModel
     if body is None:
         body = await read_body(request, engine.settings.max_body_bytes)
     state = request.scope["state"]
-    state[STATE_KEY], payload = await _until_disconnect(request, runtime.handle(
-        body, state[STATE_KEY], body_id_wins=state[GENERATED_KEY]))
-    return Response(payload, media_type="application/json")
+    answer = await _until_disconnect(request, runtime.handle(
+        body, state[STATE_KEY], body_id_wins=state[GENERATED_KEY],
+        media_type=media_type_of(request.headers.get("content-type"))))
+    state[STATE_KEY] = answer.request_id
+    return Response(answer.body, media_type=answer.media_type)
 
 
 async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -149,8 +158,9 @@ async def _stream(request: Request, engine: ServingEngine,
     response. A client that disconnects cancels the request (see `engine.streaming`)."""
     body = await read_body(request, engine.settings.max_body_bytes)
     state = request.scope["state"]
-    state[STATE_KEY], stream = await runtime.stream(body, state[STATE_KEY],
-                                                    body_id_wins=state[GENERATED_KEY])
+    state[STATE_KEY], stream = await runtime.stream(
+        body, state[STATE_KEY], body_id_wins=state[GENERATED_KEY],
+        media_type=media_type_of(request.headers.get("content-type")))
     return EventSourceResponse(_sse(stream, state[STATE_KEY]))
 
 
@@ -185,7 +195,7 @@ def _add_model_routes(app: FastAPI, engine: ServingEngine, runtime: ServedModel)
                              "description": "`progress` events, then `result` (the predict "
                              "response) or `error`"}, **ERROR_RESPONSES},
             summary=f"{runtime.summary} — streamed as server-sent events",
-            operation_id=f"stream_{name}", openapi_extra=request_body(runtime.contract.request))
+            operation_id=f"stream_{name}", openapi_extra=request_body(runtime.contract))
 
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": name, "state": runtime.state.value}
@@ -197,9 +207,10 @@ def _add_model_routes(app: FastAPI, engine: ServingEngine, runtime: ServedModel)
 
     app.add_api_route(
         f"/{name}/predict", predict, methods=["POST"], tags=[tag],
-        response_model=runtime.contract.response, responses=ERROR_RESPONSES,
+        response_model=runtime.contract.response,
+        responses={**answer_formats(runtime.contract), **ERROR_RESPONSES},
         summary=runtime.summary,
-        operation_id=f"predict_{name}", openapi_extra=request_body(runtime.contract.request))
+        operation_id=f"predict_{name}", openapi_extra=request_body(runtime.contract))
     app.add_api_route(f"/{name}/health", health, methods=["GET"], tags=[tag],
                       summary=f"Liveness of {name}", operation_id=f"health_{name}")
     app.add_api_route(f"/{name}/ready", ready, methods=["GET"], tags=[tag],
@@ -226,6 +237,12 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
     async def model(name: str) -> dict[str, Any]:
         return await _listing(engine.model(name))
 
+    @app.get("/metrics", tags=["server"], summary="Prometheus metrics of every model "
+             "(requests, latency, queue wait and depth, batch sizes, load time, cache)")
+    async def prometheus_metrics() -> Response:
+        body, content_type = await asyncio.to_thread(exposition)  # may read many files
+        return Response(body, media_type=content_type)
+
     @app.get("/ping", tags=["sagemaker"], summary="SageMaker health: the default model's "
              "readiness")
     async def ping() -> Response:
@@ -246,7 +263,7 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
 async def _invocations(request: Request, engine: ServingEngine) -> Response:
     body = await read_body(request, engine.settings.max_body_bytes)
     name = request.headers.get(SAGEMAKER_TARGET) or engine.default_model
-    many = request.headers.get("content-type", "").split(";")[0].strip() in JSON_LINES
+    many = media_type_of(request.headers.get("content-type")) in JSON_LINES
     if name is None:
         name = _model_name_in(body if not many else body.split(b"\n", 1)[0])
     if many:
@@ -265,7 +282,7 @@ async def _predict_lines(request: Request, runtime: ServedModel, body: bytes) ->
     async def one(number: int, record: bytes) -> bytes:
         request_id = f"{base}-{number}"
         try:
-            return (await runtime.handle(record, request_id, body_id_wins=True))[1]
+            return (await runtime.handle(record, request_id, body_id_wins=True)).body
         except EngineError as exc:
             return json.dumps({**error_body(exc, exc.request_id or request_id),
                                "status": exc.status}).encode()

@@ -32,8 +32,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     for status, text in (
         (404, "Unknown model"),
         (413, "Request body over server.max_body_bytes"),
+        (415, "A body format (Content-Type) this model does not read; the message lists "
+              "those it does"),
         (422, "Invalid request: `details` names each field at fault"),
         (500, "The backend failed; the request id finds the error in the server log"),
+        (502, "Storage named by the request (an input or output URI) failed"),
         (503, "Model not ready, queue full or shutting down; honour Retry-After"),
         (504, "The request deadline passed before an answer"),
     )

@@ -23,7 +23,7 @@ class AsgiHost:
                              pipelines=config.pipelines)
         self.server = uvicorn.Server(uvicorn.Config(
             create_app(self.engine), host=host, port=port, log_level=log_level.lower(),
-            access_log=settings.access_log,
+            access_log=False, log_config=None,  # sheaf's own access log (asgi/metrics.py)
             timeout_graceful_shutdown=int(settings.drain_timeout_s) or None))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="sheaf-uvicorn", daemon=True)
@@ -65,4 +65,5 @@ class AsgiHost:
     def stop(self) -> None:
         """Graceful: stop accepting, drain in-flight work, release backends."""
         self.server.should_exit = True
-        self._thread.join()
+        if self._thread.ident is not None:  # stopped before start(): nothing runs yet
+            self._thread.join()

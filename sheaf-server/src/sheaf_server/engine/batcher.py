@@ -13,14 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from opentelemetry.trace import SpanContext
+
 from sheaf_core.spec import BatchingPolicy
+from sheaf_server.engine import tracing
 from sheaf_server.engine.errors import DeadlineExceeded, Overloaded, ShuttingDown
+from sheaf_server.engine.metrics import ModelMetrics
 
 #: Runs one batch in a worker thread: a result or an exception per request, in order.
 BatchFn = Callable[[Sequence[Any]], Sequence[Any]]
@@ -31,6 +37,8 @@ class _Item:
     request: Any
     future: asyncio.Future[Any]
     enqueued: float
+    #: the request's span and when it was queued (wall-clock ns), if it is traced
+    traced: tuple[SpanContext, int] | None
 
 
 @dataclass
@@ -81,6 +89,7 @@ class DynamicBatcher:
         self._slots: asyncio.Semaphore | None = None
         self._closing = False
         self.stats = stats or BatcherStats()
+        self.metrics = ModelMetrics(name)
 
     @property
     def queued(self) -> int:
@@ -113,13 +122,16 @@ class DynamicBatcher:
             raise Overloaded(f"model {self.name!r} has {self._queued} requests queued (limit "
                              f"{self._max_queue}); retry later", retry_after=self._retry_after())
         loop = asyncio.get_running_loop()
-        item = _Item(request, loop.create_future(), loop.time())
+        parent = tracing.current_parent()
+        item = _Item(request, loop.create_future(), loop.time(),
+                     None if parent is None else (parent, time.time_ns()))
         key = self.bucket_key(request)
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = deque()
         bucket.append(item)
         self._queued += 1
+        self.metrics.queue_depth.inc()
         self._wake()
         return item.future
 
@@ -142,6 +154,7 @@ class DynamicBatcher:
                 await asyncio.wait_for(asyncio.shield(self._loop_task), drain_timeout)
             self._loop_task.cancel()
         for bucket in self._buckets.values():
+            self.metrics.queue_depth.dec(len(bucket))
             for item in bucket:
                 if not item.future.done():
                     item.future.set_exception(ShuttingDown("the server shut down before this "
@@ -205,6 +218,7 @@ class DynamicBatcher:
         while bucket and bucket[0].future.done():
             bucket.popleft()
             self._queued -= 1
+            self.metrics.queue_depth.dec()
             self.stats.dropped += 1
 
     def _take(self, key: Hashable, bucket: deque[_Item]) -> list[_Item]:
@@ -212,6 +226,7 @@ class DynamicBatcher:
         while bucket and len(batch) < self._max_size:
             item = bucket.popleft()
             self._queued -= 1
+            self.metrics.queue_depth.dec()
             if item.future.done():  # cancelled by its caller: deadline or disconnect
                 self.stats.dropped += 1
                 continue
@@ -234,9 +249,15 @@ class DynamicBatcher:
             return
         self.stats.batch_sizes[len(batch)] += 1
         started = loop.time()
+        metrics = self.metrics
+        metrics.batch_size.observe(len(batch))
+        for item in batch:
+            metrics.queue_wait.observe(started - item.enqueued)
         try:
+            traced = [item.traced for item in batch if item.traced is not None]
             results = await loop.run_in_executor(
-                self._executor, self._run_batch, [item.request for item in batch])
+                self._executor, tracing.traced_batch, self.name, traced, len(batch),
+                partial(self._run_batch, [item.request for item in batch]))
         except BaseException as exc:
             results = [exc] * len(batch)
         finally:
@@ -245,6 +266,7 @@ class DynamicBatcher:
             # encoded and written, and the backend does not idle meanwhile.
             self._slots.release()
         elapsed = loop.time() - started
+        metrics.batch_seconds.observe(elapsed)
         self.stats.batch_seconds = 0.8 * self.stats.batch_seconds + 0.2 * elapsed
         for item, result in zip(batch, results, strict=True):
             if item.future.done():

@@ -32,7 +32,8 @@ class Engine(ModelTable):
             backend = build_backend(spec, self.registry)  # ConfigError names model and field
             contract = self.registry.contract(type(backend).model_type)
             self.runtimes[spec.name] = ModelRuntime(spec, backend, contract,
-                                                    self.settings.request_timeout_s)
+                                                    self.settings.request_timeout_s,
+                                                    self.settings.payloads)
         #: What the routes serve: the models, then the pipelines over them.
         self.models: dict[str, ModelRuntime | PipelineRuntime] = dict(self.runtimes)
         model_types = {name: r.contract.model_type for name, r in self.runtimes.items()}
@@ -41,7 +42,8 @@ class Engine(ModelTable):
                 plan, self.registry.contract(plan.model_type),
                 {model: self.runtimes[model].answer for model in plan.models.values()},
                 self.settings.request_timeout_s,
-                members={model: self.runtimes[model] for model in plan.models.values()})
+                members={model: self.runtimes[model] for model in plan.models.values()},
+                payloads=self.settings.payloads)
         self._load_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

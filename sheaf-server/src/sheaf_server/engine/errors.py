@@ -37,6 +37,16 @@ class PayloadTooLarge(EngineError):
     status, code = 413, "payload_too_large"
 
 
+class UnsupportedMediaType(EngineError):
+    status, code = 415, "unsupported_media_type"
+
+
+class StorageUnavailable(EngineError):
+    """Storage a request named (an input or output URI) failed; the message says which."""
+
+    status, code = 502, "storage_unavailable"
+
+
 class ModelNotReady(EngineError):
     status, code = 503, "model_not_ready"
 

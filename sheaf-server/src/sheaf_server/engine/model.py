@@ -18,17 +18,30 @@ from typing import Any
 from pydantic import ValidationError
 
 from sheaf_core.backend import Backend
+from sheaf_core.codecs import JSON_MEDIA_TYPE, Decoded, PayloadSettings
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
-from sheaf_core.errors import ConfigError, FieldProblem, InvalidRequest, UpdateFailed
+from sheaf_core.errors import (
+    ConfigError,
+    FieldProblem,
+    InvalidRequest,
+    PayloadUnavailable,
+    UnsupportedPayload,
+    UpdateFailed,
+)
 from sheaf_core.registry import ContractEntry
 from sheaf_core.spec import BatchingPolicy, ModelSpec
+from sheaf_server.engine import tracing
+from sheaf_server.engine.answer import Answer
 from sheaf_server.engine.batcher import DynamicBatcher
+from sheaf_server.engine.cache import ResponseCache
 from sheaf_server.engine.errors import (
     BackendFailed,
     ClientGone,
     EngineError,
     ModelNotReady,
     RequestInvalid,
+    StorageUnavailable,
+    UnsupportedMediaType,
 )
 from sheaf_server.engine.streaming import (
     Stream,
@@ -102,9 +115,12 @@ class ModelRuntime(ModelBase):
     backend."""
 
     def __init__(self, spec: ModelSpec, backend: Backend[Any, Any], contract: ContractEntry,
-                 default_timeout_s: float) -> None:
+                 default_timeout_s: float, payloads: PayloadSettings | None = None) -> None:
         super().__init__(spec, contract, default_timeout_s)
         self.backend = backend
+        #: What bodies may name by URI (codecs read and write them).
+        self.payloads = payloads or PayloadSettings()
+        self.cache = ResponseCache(spec.name, spec.cache) if spec.cache.enabled else None
         self.load_seconds: float | None = None
         self.batcher = DynamicBatcher(spec.name, partial(self.run_batch, backend),
                                       batching_policy(spec, backend))
@@ -125,6 +141,7 @@ class ModelRuntime(ModelBase):
             log.error("model %r failed to load:\n%s", self.name, traceback.format_exc())
             return
         self.load_seconds = time.perf_counter() - started
+        self.batcher.metrics.load_seconds.set(self.load_seconds)
         self.state, self.reason = ModelState.READY, None
         log.info("model %r ready in %.2fs", self.name, self.load_seconds)
 
@@ -163,8 +180,11 @@ class ModelRuntime(ModelBase):
             # The switch itself: no await between these lines, so every request either
             # entered the old batcher already or enters the new one.
             self.backend, self.batcher = backend, batcher
+            self.cache = (ResponseCache(spec.name, spec.cache, self.cache)
+                          if spec.cache.enabled else None)
             self.respec(spec)
             self.load_seconds = time.perf_counter() - started
+            batcher.metrics.load_seconds.set(self.load_seconds)
             self.generation += 1
             if self.state is not ModelState.READY:  # an update also repairs a failed load
                 self.state, self.reason = ModelState.READY, None
@@ -179,6 +199,14 @@ class ModelRuntime(ModelBase):
         """Validate a JSON body against the contract (422 if not); `check` comes next."""
         return parse_body(self._validate_json, body)
 
+    async def decode(self, body: bytes | str, media_type: str) -> Decoded:
+        """The body as a typed request, by its media type (see `decode_body`)."""
+        return await decode_body(self.contract, self._validate_json, self.payloads, body,
+                                 media_type)
+
+    async def reply(self, decoded: Decoded, response: BaseResponse) -> Answer:
+        return await encode_answer(decoded, response, self._serialize)
+
     def check(self, request: BaseRequest) -> None:
         """Model-level checks of an already typed request."""
         check_addressed_to(request, self.name)
@@ -189,28 +217,36 @@ class ModelRuntime(ModelBase):
                                  problems=exc.problems) from None
 
     async def handle(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
-                     timeout_s: float | None = None) -> tuple[str, bytes]:
-        """The whole request path for one JSON body, the same for every host: ready? →
-        parse → check → batch → backend → encode. Returns the id the request was answered
-        under and the JSON. `body_id_wins`: the host generated `request_id` (the caller sent
-        none), so a `request_id` in the body is used instead. `timeout_s`: what is left of
-        the deadline when a host already spent some (Ray's ingress); default the model's.
-        An `EngineError` raised here carries the id, so the host's error names it too."""
-        request, request_id = self._accept(body, request_id, body_id_wins)
+                     timeout_s: float | None = None,
+                     media_type: str = JSON_MEDIA_TYPE) -> Answer:
+        """The whole request path for one body, the same for every host: ready? → decode
+        (JSON, or the contract's codec for `media_type`) → check → batch → backend →
+        encode (as the body chose). `body_id_wins`: the host generated `request_id` (the
+        caller sent none), so a `request_id` in the body is used instead. `timeout_s`: what
+        is left of the deadline when a host already spent some (Ray's ingress); default the
+        model's. An `EngineError` raised here carries the id, so the host's error names it
+        too."""
+        decoded, request_id = await self._accept(body, request_id, body_id_wins, media_type)
         try:
-            response = await self.predict(request, request_id, timeout_s)
+            response = await self.predict(decoded.request, request_id, timeout_s)
+            return await self.reply(decoded, response)
         except EngineError as exc:
             exc.request_id = request_id
             raise
-        return request_id, self.encode(response)
 
     async def stream(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
-                     timeout_s: float | None = None) -> tuple[str, Stream]:
+                     timeout_s: float | None = None,
+                     media_type: str = JSON_MEDIA_TYPE) -> tuple[str, Stream]:
         """The request path of `handle` for a streamed prediction, up to the queue: ready? →
-        parse → check → enqueued (or refused: overload, shutdown). Errors up to here are
+        decode → check → enqueued (or refused: overload, shutdown). Errors up to here are
         raised now, so a host answers them with a plain status; the returned `Stream`
-        yields the backend's progress, then the response (stamped with the id)."""
-        request, request_id = self._accept(body, request_id, body_id_wins)
+        yields the backend's progress, then the response (stamped with the id) — as JSON,
+        or the codec's JSON note (a body that named an output URI); events are text, so a
+        binary format (NetCDF) answers its stream's result as JSON."""
+        decoded, request_id = await self._accept(body, request_id, body_id_wins, media_type)
+        request = decoded.request
+        if decoded.media_type != JSON_MEDIA_TYPE:
+            decoded = Decoded(request)
         loop = asyncio.get_running_loop()
         job, queue = open_stream(request, loop)
         batcher, deadline = self.batcher, loop.time() + (timeout_s or self.timeout_s)
@@ -223,27 +259,31 @@ class ModelRuntime(ModelBase):
         async def outcome() -> bytes:
             try:
                 response = await batcher.outcome(future, deadline)
+                return (await self.reply(decoded, self._stamped(response, request_id))).body
             except EngineError as exc:
                 exc.request_id = request_id
                 raise
-            return self.encode(self._stamped(response, request_id))
 
         return request_id, Stream(job, queue, outcome)
 
-    def _accept(self, body: bytes | str, request_id: str,
-                body_id_wins: bool) -> tuple[BaseRequest, str]:
-        """The front of the request path, shared by `handle` and `stream`: ready? → parse →
-        check. Returns the typed request and the id it is answered under."""
+    async def _accept(self, body: bytes | str, request_id: str, body_id_wins: bool,
+                      media_type: str) -> tuple[Decoded, str]:
+        """The front of the request path, shared by `handle` and `stream`: ready? → decode
+        → check. Returns the decoded body and the id it is answered under."""
         try:
             self.ensure_ready()
-            request = self.parse(body)
-            if body_id_wins and request.request_id:
-                request_id = request.request_id
-            self.check(request)
+            with tracing.step("sheaf.validate", {"sheaf.model": self.name,
+                                                 "sheaf.media_type": media_type}):
+                decoded = await self.decode(body, media_type)
+                if body_id_wins and decoded.request.request_id:
+                    request_id = decoded.request.request_id
+                self.check(decoded.request)
         except EngineError as exc:
             exc.request_id = request_id
             raise
-        return request, request_id
+        finally:
+            tracing.annotate({"sheaf.model": self.name, "sheaf.request_id": request_id})
+        return decoded, request_id
 
     def _stamped(self, response: BaseResponse, request_id: str) -> BaseResponse:
         response.request_id = request_id
@@ -259,11 +299,24 @@ class ModelRuntime(ModelBase):
 
     async def predict(self, request: BaseRequest, request_id: str,
                       timeout_s: float | None = None) -> BaseResponse:
-        """Batch the request with others and return its response, stamped with the id."""
+        """The response from the cache (when the model keeps one and has it), else batch
+        the request with others; stamped with the id."""
         self.ensure_ready()
+        cache = self.cache
+        key = cache.key(request, self.backend) if cache is not None else None
+        if cache is not None and key is not None:
+            with tracing.step("sheaf.cache", {"sheaf.model": self.name}) as span:
+                hit = cache.get(key)
+                if span is not None:
+                    span.set_attribute("sheaf.cache.hit", hit is not None)
+            if hit is not None:
+                return self._stamped(hit, request_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout_s or self.timeout_s)
-        return self._stamped(await self.batcher.submit(request, deadline), request_id)
+        response = await self.batcher.submit(request, deadline)
+        if cache is not None and key is not None and self.cache is cache:  # no hot swap since
+            cache.put(key, response)
+        return self._stamped(response, request_id)
 
     def encode(self, response: BaseResponse) -> bytes:
         return self._serialize(response)
@@ -296,6 +349,7 @@ class ModelRuntime(ModelBase):
         info = self.description()
         info["batching"] = self.batcher.policy.model_dump()  # with the backend's batch_keys
         info["stats"] = self.batcher.stats.summary(queued=self.batcher.queued)
+        info["cache"] = self.cache.summary() if self.cache is not None else None
         if self.state is ModelState.READY:
             try:
                 info["details"] = self.backend.describe()
@@ -322,6 +376,48 @@ def parse_body(validate_json: Callable[[bytes | str], BaseRequest],
     except ValidationError as exc:
         raise RequestInvalid("the request body is invalid",
                              problems=problems_from(exc)) from None
+
+
+async def decode_body(contract: ContractEntry, validate_json: Callable[[bytes | str], BaseRequest],
+                      payloads: PayloadSettings, body: bytes | str,
+                      media_type: str) -> Decoded:
+    """A body as a typed request, by its media type: the contract's JSON on the loop (fast
+    and small), another format through the contract's codec in a thread (it may parse a
+    large file or read storage). 422 naming fields, 415 for a format the contract lacks,
+    502 for storage that fails. The same for model and pipeline routes."""
+    try:
+        codec = contract.codec(media_type)
+    except UnsupportedPayload as exc:
+        raise UnsupportedMediaType(str(exc)) from None
+    if codec is None:
+        return Decoded(parse_body(validate_json, body))
+    raw = body.encode() if isinstance(body, str) else body
+    try:
+        return await asyncio.to_thread(codec.read, raw, payloads)
+    except ValidationError as exc:
+        raise RequestInvalid("the request body is invalid",
+                             problems=problems_from(exc)) from None
+    except InvalidRequest as exc:
+        raise RequestInvalid("the request body is invalid", problems=exc.problems) from None
+    except UnsupportedPayload as exc:
+        raise UnsupportedMediaType(str(exc)) from None
+    except PayloadUnavailable as exc:
+        raise StorageUnavailable(str(exc)) from None
+
+
+async def encode_answer(decoded: Decoded, response: BaseResponse,
+                        serialize: Callable[[BaseResponse], bytes]) -> Answer:
+    """The response as the caller's body chose: the contract's JSON, or the codec's format
+    (in a thread: it may write storage)."""
+    request_id = response.request_id or ""
+    with tracing.step("sheaf.encode", {"sheaf.media_type": decoded.media_type}):
+        if decoded.reply is None:
+            return Answer(request_id, serialize(response))
+        try:
+            body = await asyncio.to_thread(decoded.reply, response)
+        except PayloadUnavailable as exc:
+            raise StorageUnavailable(str(exc)) from None
+    return Answer(request_id, body, decoded.media_type)
 
 
 def check_addressed_to(request: BaseRequest, name: str) -> None:

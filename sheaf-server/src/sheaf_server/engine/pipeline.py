@@ -14,10 +14,13 @@ import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from sheaf_core.codecs import JSON_MEDIA_TYPE, PayloadSettings
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
 from sheaf_core.errors import InvalidRequest
 from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec
 from sheaf_core.registry import ContractEntry
+from sheaf_server.engine import tracing
+from sheaf_server.engine.answer import Answer
 from sheaf_server.engine.errors import (
     BackendFailed,
     DeadlineExceeded,
@@ -25,7 +28,7 @@ from sheaf_server.engine.errors import (
     ModelNotReady,
     RequestInvalid,
 )
-from sheaf_server.engine.model import ModelState, check_addressed_to, parse_body
+from sheaf_server.engine.model import ModelState, check_addressed_to, decode_body, encode_answer
 
 log = logging.getLogger("sheaf.engine")
 
@@ -50,13 +53,15 @@ class PipelineRuntime:
 
     def __init__(self, plan: PipelinePlan, contract: ContractEntry,
                  calls: Mapping[str, NodeCall], default_timeout_s: float,
-                 members: Mapping[str, Member] | None = None) -> None:
+                 members: Mapping[str, Member] | None = None,
+                 payloads: PayloadSettings | None = None) -> None:
         self.plan = plan
         self.spec: PipelineSpec = plan.spec
         self.contract = contract
         self.timeout_s = plan.spec.timeout_s or default_timeout_s
         self.calls = calls
         self.members = members or {}
+        self.payloads = payloads or PayloadSettings()
         self._validate_json = contract.request.model_validate_json
         self._serialize = contract.response.__pydantic_serializer__.to_json
 
@@ -83,16 +88,22 @@ class PipelineRuntime:
         return "; ".join(waiting) or None
 
     async def handle(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
-                     timeout_s: float | None = None) -> tuple[str, bytes]:
-        """Parse → check (combiners) → run the DAG within the deadline → encode."""
+                     timeout_s: float | None = None,
+                     media_type: str = JSON_MEDIA_TYPE) -> Answer:
+        """Decode → check (combiners) → run the DAG within the deadline → encode."""
         try:
             if self.state is not ModelState.READY:
                 raise ModelNotReady(f"pipeline {self.name!r} is not ready: {self.reason}",
                                     retry_after=5)
-            request = parse_body(self._validate_json, body)
-            if body_id_wins and request.request_id:
-                request_id = request.request_id
-            self._check(request)
+            with tracing.step("sheaf.validate", {"sheaf.pipeline": self.name,
+                                                 "sheaf.media_type": media_type}):
+                decoded = await decode_body(self.contract, self._validate_json,
+                                            self.payloads, body, media_type)
+                request = decoded.request
+                if body_id_wins and request.request_id:
+                    request_id = request.request_id
+                self._check(request)
+            tracing.annotate({"sheaf.pipeline": self.name, "sheaf.request_id": request_id})
             budget = timeout_s or self.timeout_s
             try:
                 async with asyncio.timeout(budget):
@@ -101,7 +112,7 @@ class PipelineRuntime:
                 raise DeadlineExceeded(f"pipeline {self.name!r} did not finish within "
                                        "the request deadline") from None
             response.request_id, response.model_name = request_id, self.name
-            return request_id, self._serialize(response)
+            return await encode_answer(decoded, response, self._serialize)
         except EngineError as exc:
             exc.request_id = request_id
             raise

@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from sheaf_core.codecs import JSON_MEDIA_TYPE
 from sheaf_core.registry import ContractEntry
 from sheaf_core.spec import ServerSettings
+from sheaf_server.engine.answer import Answer
 from sheaf_server.engine.errors import ModelNotFound
 from sheaf_server.engine.model import ModelState
 from sheaf_server.engine.streaming import EventStream
@@ -38,8 +40,10 @@ class ServedModel(Protocol):
     def reason(self) -> str | None: ...
 
     async def handle(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
-                     timeout_s: float | None = None) -> tuple[str, bytes]:
-        """The request path for one JSON body: (the id answered under, the JSON)."""
+                     timeout_s: float | None = None,
+                     media_type: str = JSON_MEDIA_TYPE) -> Answer:
+        """The request path for one body (JSON, or a format of the contract's codecs): the
+        encoded response and the id it was answered under."""
         ...
 
     async def describe(self) -> dict[str, Any]: ...
@@ -49,8 +53,8 @@ class ServedModel(Protocol):
 class StreamingModel(Protocol):
     """A served model that can stream (`POST /{name}/stream`)."""
 
-    async def stream(self, body: bytes | str, request_id: str, *,
-                     body_id_wins: bool = False) -> tuple[str, EventStream]:
+    async def stream(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
+                     media_type: str = JSON_MEDIA_TYPE) -> tuple[str, EventStream]:
         """Accept a streamed request (errors raised now, before any event), or refuse it:
         (the id it is answered under, its events). See `ModelRuntime.stream`."""
         ...

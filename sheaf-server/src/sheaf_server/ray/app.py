@@ -21,6 +21,7 @@ from sheaf_server.ray.options import (
     deployment_options,
     ingress_options,
     pipeline_options,
+    with_forwarded_env,
 )
 
 
@@ -50,7 +51,8 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     plugin_names = [getattr(p, "__name__", type(p).__qualname__) for p in plugins]
     models: dict[str, Any] = {
         spec.name: serve.deployment(ModelReplica).options(
-            **deployment_options(spec), user_config={"spec": spec.model_dump(mode="json")},
+            **with_forwarded_env(deployment_options(spec, settings.ray)),
+            user_config={"spec": spec.model_dump(mode="json")},
             version=code_version(settings, plugin_names), _internal=True)
         .bind(settings, plugins)
         for spec in specs}
@@ -58,12 +60,12 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     plan_pipelines(pipelines, model_types, registry)  # ConfigError names pipeline and node
     for pipeline in pipelines:
         models[pipeline.name] = serve.deployment(PipelineReplica).options(
-            **pipeline_options(pipeline, settings.ray),
+            **with_forwarded_env(pipeline_options(pipeline, settings.ray)),
             version=code_version(settings, plugin_names, pipeline), _internal=True,
         ).bind(pipeline, model_types, settings, {name: models[name] for name in model_types},
                plugins)
     ingress = serve.deployment(SheafIngress).options(
-        **ingress_options(settings.ray),
+        **with_forwarded_env(ingress_options(settings.ray)),
         user_config={"specs": [spec.model_dump(mode="json") for spec in specs]},
         version=code_version(settings, plugin_names, model_types, pipelines), _internal=True)
     return ingress.bind(specs, settings, models, plugins, pipelines)

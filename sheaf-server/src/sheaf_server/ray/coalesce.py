@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ray.serve.handle import DeploymentHandle
 
 from sheaf_server.engine.errors import EngineError
-from sheaf_server.ray.remote_calls import Outcome, call_replica, call_replica_many
+from sheaf_server.ray.remote_calls import CallMeta, Outcome, call_replica, call_replica_many
 
 
 @dataclass(eq=False, slots=True)
@@ -28,6 +28,7 @@ class _Item:
     request_id: str
     body_id_wins: bool
     budget: float
+    meta: CallMeta
     future: asyncio.Future[Outcome]
 
 
@@ -42,9 +43,9 @@ class Coalescer:
         self.items = 0
 
     async def call(self, body: bytes | str, request_id: str, body_id_wins: bool,
-                   budget: float) -> Outcome:
+                   budget: float, meta: CallMeta) -> Outcome:
         loop = asyncio.get_running_loop()
-        item = _Item(body, request_id, body_id_wins, budget, loop.create_future())
+        item = _Item(body, request_id, body_id_wins, budget, meta, loop.create_future())
         if not self._pending:
             loop.call_soon(self._flush)
         self._pending.append(item)
@@ -74,11 +75,12 @@ class Coalescer:
                 one = items[0]
                 outcomes: list[Outcome] = [await call_replica(
                     self.handle, self.name, one.body, one.request_id, one.body_id_wins,
-                    one.budget)]
+                    one.budget, one.meta)]
             else:
                 outcomes = await call_replica_many(
                     self.handle, self.name,
-                    [(i.body, i.request_id, i.body_id_wins, i.budget) for i in items])
+                    [(i.body, i.request_id, i.body_id_wins, i.budget, i.meta)
+                     for i in items])
         except (EngineError, asyncio.CancelledError) as exc:
             for item in items:
                 if not item.future.done():

@@ -27,11 +27,12 @@ from sheaf_core.pipeline_spec import PipelineSpec, plan_pipeline
 from sheaf_core.registry import registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings
 from sheaf_server.asgi.app import create_app
-from sheaf_server.engine import Engine, EngineError, ModelRuntime, ModelState, ServedModel
+from sheaf_server.engine import Engine, EngineError, ModelRuntime, ModelState, ServedModel, tracing
 from sheaf_server.engine.pipeline import PipelineRuntime
 from sheaf_server.ray.remote import RemoteEngine, node_call
-from sheaf_server.ray.remote_calls import CallItem, Outcome
+from sheaf_server.ray.remote_calls import CallItem, CallMeta, Outcome
 from sheaf_server.ray.remote_stream import Message, replica_stream
+from sheaf_server.telemetry import configure_tracing
 
 log = logging.getLogger("sheaf.ray")
 
@@ -46,10 +47,14 @@ class ServedReplica:
         raise NotImplementedError
 
     async def handle(self, body: bytes | str, request_id: str, body_id_wins: bool,
-                     timeout_s: float | None) -> Outcome:
+                     timeout_s: float | None, meta: CallMeta | None = None) -> Outcome:
+        meta = meta or CallMeta()
         try:
-            return await self.runtime.handle(body, request_id, body_id_wins=body_id_wins,
-                                             timeout_s=timeout_s)
+            with tracing.continued(meta.trace, "sheaf.replica",
+                                   {"sheaf.model": self.runtime.name}):
+                return await self.runtime.handle(body, request_id, body_id_wins=body_id_wins,
+                                                 timeout_s=timeout_s,
+                                                 media_type=meta.media_type)
         except EngineError as exc:
             return exc
 
@@ -68,6 +73,7 @@ class ModelReplica(ServedReplica):
     reports it (the ingress shows it in /ready)."""
 
     def __init__(self, settings: ServerSettings, plugins: Sequence[object] = ()) -> None:
+        configure_tracing()
         self.settings = settings
         self.plugins = tuple(plugins)
         self.engine: Engine | None = None
@@ -108,11 +114,12 @@ class ModelReplica(ServedReplica):
         return next(iter(self.engine.runtimes.values()))
 
     async def stream(self, body: bytes | str, request_id: str, body_id_wins: bool,
-                     timeout_s: float | None) -> AsyncIterator[Message]:
+                     timeout_s: float | None,
+                     meta: CallMeta | None = None) -> AsyncIterator[Message]:
         """A streamed request (`sheaf_server.ray.remote_stream`): the engine's stream, as
         messages, called with `handle.options(stream=True)`."""
         async for message in replica_stream(self.runtime, body, request_id, body_id_wins,
-                                            timeout_s):
+                                            timeout_s, meta or CallMeta()):
             yield message
 
     async def describe(self) -> dict[str, Any]:
@@ -135,12 +142,14 @@ class PipelineReplica(ServedReplica):
     def __init__(self, spec: PipelineSpec, model_types: Mapping[str, str],
                  settings: ServerSettings, models: Mapping[str, DeploymentHandle],
                  plugins: Sequence[object] = ()) -> None:
+        configure_tracing()
         registry = registry_with(plugins)
         plan = plan_pipeline(spec, model_types, registry)
         calls = {model: node_call(models[model], model, registry.contract(model_types[model]))
                  for model in plan.models.values()}
         self.pipeline = PipelineRuntime(plan, registry.contract(plan.model_type), calls,
-                                        settings.request_timeout_s)
+                                        settings.request_timeout_s,
+                                        payloads=settings.payloads)
 
     @property
     def runtime(self) -> PipelineRuntime:
@@ -160,6 +169,7 @@ class SheafIngress:
     def __init__(self, specs: Sequence[ModelSpec], settings: ServerSettings,
                  models: Mapping[str, DeploymentHandle], plugins: Sequence[object] = (),
                  pipelines: Sequence[PipelineSpec] = ()) -> None:
+        configure_tracing()  # before the app is built: it adds the tracing middleware
         self.engine = RemoteEngine(specs, models, settings, plugins, pipelines=pipelines)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

@@ -3,6 +3,9 @@ build` and the tests can read what a deployment will get without a cluster."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 from sheaf_core.pipeline_spec import PipelineSpec
@@ -40,8 +43,10 @@ def actor_options(spec: ModelSpec) -> dict[str, Any]:
     return options
 
 
-def deployment_options(spec: ModelSpec) -> dict[str, Any]:
-    """Keyword arguments for `Deployment.options(...)` of this model's deployment."""
+def deployment_options(spec: ModelSpec,
+                       settings: RayServeSettings | None = None) -> dict[str, Any]:
+    """Keyword arguments for `Deployment.options(...)` of this model's deployment; with the
+    app's `settings`, also the environment every sheaf process of the app shares."""
     ray = spec.ray
     options: dict[str, Any] = {
         "name": spec.name,
@@ -54,18 +59,18 @@ def deployment_options(spec: ModelSpec) -> dict[str, Any]:
         options["autoscaling_config"] = ray.autoscaling_config.model_dump(exclude_none=True)
     else:
         options["num_replicas"] = ray.num_replicas or 1
-    return options
+    return _with_app_env(options, settings)
 
 
 def pipeline_options(spec: PipelineSpec, settings: RayServeSettings) -> dict[str, Any]:
     """A pipeline's deployment: it only awaits its nodes and combines (cheap), so it takes
     as many requests at once as an ingress replica and reserves no CPU, like the ingress."""
-    return {
+    return _with_app_env({
         "name": spec.name,
         "num_replicas": settings.ingress_replicas,
         "max_ongoing_requests": settings.ingress_max_ongoing_requests,
         "ray_actor_options": {"num_cpus": settings.ingress_num_cpus},
-    }
+    }, settings)
 
 
 INGRESS_NAME = "SheafIngress"
@@ -73,12 +78,32 @@ INGRESS_NAME = "SheafIngress"
 
 def ingress_options(settings: RayServeSettings) -> dict[str, Any]:
     """Options of the HTTP ingress deployment (FastAPI app, routes to model handles)."""
-    return {
+    return _with_app_env({
         "name": INGRESS_NAME,
         "num_replicas": settings.ingress_replicas,
         "max_ongoing_requests": settings.ingress_max_ongoing_requests,
         "ray_actor_options": {"num_cpus": settings.ingress_num_cpus},
-    }
+    }, settings)
+
+
+def metrics_dir(settings: RayServeSettings) -> str:
+    """Where the app's processes on a node write their Prometheus values, for the
+    ingress's GET /metrics to sum (prometheus-client's multiprocess mode)."""
+    return settings.metrics_dir or os.path.join(tempfile.gettempdir(), "sheaf-metrics",
+                                                settings.app_name)
+
+
+def _with_app_env(options: dict[str, Any], settings: RayServeSettings | None) -> dict[str, Any]:
+    """Add the environment all the app's processes share (a runtime_env's own env_vars
+    win) to a deployment's options."""
+    if settings is None:
+        return options
+    actor = options.setdefault("ray_actor_options", {})
+    runtime_env = dict(actor.get("runtime_env") or {})
+    runtime_env["env_vars"] = {"PROMETHEUS_MULTIPROC_DIR": metrics_dir(settings),
+                               **(runtime_env.get("env_vars") or {})}
+    actor["runtime_env"] = runtime_env
+    return options
 
 
 def cluster_env(settings: RayServeSettings) -> dict[str, str]:
@@ -90,3 +115,25 @@ def cluster_env(settings: RayServeSettings) -> dict[str, str]:
     if settings.haproxy:
         env["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
     return env
+
+
+#: Environment variables the app's processes take from the process that builds the app
+#: (`build_app`), so tracing set up for `sheaf-server serve --runtime ray` reaches every
+#: replica, also on a cluster started elsewhere (docs/observability.md).
+FORWARDED_ENV_PREFIX = "OTEL_"
+
+
+def with_forwarded_env(options: dict[str, Any],
+                       environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Add the builder's OTEL_* variables to a deployment's runtime_env (its own env_vars
+    win). Not used for `sheaf-server build`: a written config should not carry one shell's
+    environment (exporter headers may hold credentials)."""
+    environ = os.environ if environ is None else environ
+    forwarded = {k: v for k, v in environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
+    if not forwarded:
+        return options
+    actor = options.setdefault("ray_actor_options", {})
+    runtime_env = dict(actor.get("runtime_env") or {})
+    runtime_env["env_vars"] = {**forwarded, **(runtime_env.get("env_vars") or {})}
+    actor["runtime_env"] = runtime_env
+    return options

@@ -18,17 +18,19 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from sheaf_core.codecs import JSON_MEDIA_TYPE
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
 from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec, plan_pipelines
 from sheaf_core.registry import ContractEntry, Registry, registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
+from sheaf_server.engine.answer import Answer
 from sheaf_server.engine.errors import EngineError
 from sheaf_server.engine.model import ModelBase, ModelState
 from sheaf_server.engine.pipeline import NodeCall, pipeline_description, pipeline_summary
 from sheaf_server.engine.served import ModelTable
 from sheaf_server.ray.coalesce import Coalescer
 from sheaf_server.ray.options import deployment_options
-from sheaf_server.ray.remote_calls import Outcome, call_replica
+from sheaf_server.ray.remote_calls import CallMeta, call_replica
 from sheaf_server.ray.remote_stream import RemoteStream, open_remote_stream
 
 log = logging.getLogger("sheaf.ray")
@@ -62,7 +64,8 @@ class RemoteDeployment(ModelBase):
             self.state, self.reason = ModelState.LOADING, STARTING
 
     async def handle(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
-                     timeout_s: float | None = None) -> tuple[str, bytes]:
+                     timeout_s: float | None = None,
+                     media_type: str = JSON_MEDIA_TYPE) -> Answer:
         """Forward the body to a replica, which runs the engine's request path.
 
         A `request_id` in the body always wins here: Ray's HTTP layer (its proxy, or
@@ -73,17 +76,14 @@ class RemoteDeployment(ModelBase):
         budget = timeout_s or self.timeout_s
         try:
             self.ensure_ready()
-            result = await self._call(body, request_id, True, budget)
+            result = await self.coalescer.call(body, request_id, True, budget,
+                                               CallMeta.here(media_type))
         except EngineError as exc:
             exc.request_id = exc.request_id or request_id
             raise
         if isinstance(result, EngineError):  # the replica's outcome, sent back as a value
             raise result
         return result
-
-    async def _call(self, body: bytes | str, request_id: str, body_id_wins: bool,
-                    budget: float) -> Outcome:
-        return await self.coalescer.call(body, request_id, body_id_wins, budget)
 
     async def describe(self) -> dict[str, Any]:
         """One replica's own description (its batch stats), plus the deployment options."""
@@ -103,15 +103,15 @@ class RemoteDeployment(ModelBase):
 class RemoteModel(RemoteDeployment):
     """A model deployment: predictions (coalesced) and streams."""
 
-    async def stream(self, body: bytes | str, request_id: str, *,
-                     body_id_wins: bool = False) -> tuple[str, RemoteStream]:
+    async def stream(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
+                     media_type: str = JSON_MEDIA_TYPE) -> tuple[str, RemoteStream]:
         """Open a streamed request on a replica (`sheaf_server.ray.remote_stream`); a
         `request_id` in the body wins, as for `handle`."""
         del body_id_wins
         try:
             self.ensure_ready()
             return await open_remote_stream(self.deployment, self.name, body, request_id,
-                                            self.timeout_s)
+                                            self.timeout_s, CallMeta.here(media_type))
         except EngineError as exc:
             exc.request_id = exc.request_id or request_id
             raise
@@ -123,10 +123,10 @@ def node_call(handle: DeploymentHandle, name: str, contract: ContractEntry) -> N
 
     async def call(request: BaseRequest, request_id: str, budget: float) -> BaseResponse:
         result = await call_replica(handle, name, request.model_dump_json(), request_id,
-                                    False, budget)
+                                    False, budget, CallMeta.here())
         if isinstance(result, EngineError):
             raise result
-        return contract.response.model_validate_json(result[1])
+        return contract.response.model_validate_json(result.body)
 
     return call
 

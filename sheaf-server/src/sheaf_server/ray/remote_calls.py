@@ -7,30 +7,52 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from sheaf_core.codecs import JSON_MEDIA_TYPE
+from sheaf_server.engine import tracing
+from sheaf_server.engine.answer import Answer
 from sheaf_server.engine.errors import BackendFailed, DeadlineExceeded, EngineError, Overloaded
 
 log = logging.getLogger("sheaf.ray")
 
-#: What a replica's engine answered: (the id answered under, the JSON), or its error.
-Outcome = tuple[str, bytes] | EngineError
-#: One request of a coalesced call: (body, request id, body id wins, seconds left).
-CallItem = tuple[bytes | str, str, bool, float]
+#: What a replica's engine answered: the encoded response, or its error.
+Outcome = Answer | EngineError
+
+
+@dataclass(frozen=True, slots=True)
+class CallMeta:
+    """What travels with a body to a replica besides its id and deadline: the body's media
+    type (the replica decodes it) and the caller's trace context as W3C headers (the
+    replica's spans continue the request's trace; empty when it is not traced)."""
+
+    media_type: str = JSON_MEDIA_TYPE
+    trace: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def here(cls, media_type: str = JSON_MEDIA_TYPE) -> CallMeta:
+        """For a call made now: with the current trace context."""
+        return cls(media_type, tracing.inject())
+
+
+#: One request of a coalesced call: (body, request id, body id wins, seconds left, meta).
+CallItem = tuple[bytes | str, str, bool, float, CallMeta]
 #: How long past the model's own deadline the caller waits before giving up on a replica
 #: that never answered (the replica normally answers 504 itself first).
 DEADLINE_GRACE_S = 1.0
 
 
 async def call_replica(handle: DeploymentHandle, name: str, body: bytes | str,
-                       request_id: str, body_id_wins: bool, budget: float) -> Outcome:
+                       request_id: str, body_id_wins: bool, budget: float,
+                       meta: CallMeta) -> Outcome:
     """`handle(...)` on a replica of model (or pipeline) `name`."""
     outcome: Outcome = await guarded(
         name, budget, f"request id {request_id}",
-        handle.handle.remote(body, request_id, body_id_wins, budget))
+        handle.handle.remote(body, request_id, body_id_wins, budget, meta))
     return outcome
 
 

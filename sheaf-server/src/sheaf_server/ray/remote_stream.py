@@ -15,10 +15,11 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from sheaf_server.engine import tracing
 from sheaf_server.engine.errors import EngineError
 from sheaf_server.engine.model import ModelRuntime
 from sheaf_server.engine.streaming import StreamItem
-from sheaf_server.ray.remote_calls import guarded
+from sheaf_server.ray.remote_calls import CallMeta, guarded
 
 #: What a replica's stream sends: ("accepted", request id) first, then stream items; an
 #: `EngineError` (as a value) ends it.
@@ -26,11 +27,15 @@ Message = tuple[str, str] | EngineError
 
 
 async def replica_stream(runtime: ModelRuntime, body: bytes | str, request_id: str,
-                         body_id_wins: bool, timeout_s: float | None) -> AsyncIterator[Message]:
-    """Replica side: the engine's stream, as messages."""
+                         body_id_wins: bool, timeout_s: float | None,
+                         meta: CallMeta) -> AsyncIterator[Message]:
+    """Replica side: the engine's stream, as messages. Its span (in the caller's trace)
+    covers the acceptance: validation and queueing; the batch links to it."""
     try:
-        request_id, stream = await runtime.stream(body, request_id, body_id_wins=body_id_wins,
-                                                  timeout_s=timeout_s)
+        with tracing.continued(meta.trace, "sheaf.replica", {"sheaf.model": runtime.name}):
+            request_id, stream = await runtime.stream(
+                body, request_id, body_id_wins=body_id_wins, timeout_s=timeout_s,
+                media_type=meta.media_type)
     except EngineError as exc:
         yield exc
         return
@@ -46,10 +51,11 @@ async def replica_stream(runtime: ModelRuntime, body: bytes | str, request_id: s
 
 
 async def open_remote_stream(handle: DeploymentHandle, name: str, body: bytes | str,
-                             request_id: str, budget: float) -> tuple[str, RemoteStream]:
+                             request_id: str, budget: float,
+                             meta: CallMeta) -> tuple[str, RemoteStream]:
     """Ingress side: start the replica's stream and wait for its verdict on the request."""
     calls: DeploymentResponseGenerator = handle.options(stream=True).stream.remote(
-        body, request_id, True, budget)
+        body, request_id, True, budget, meta)
     try:
         first: Message = await guarded(name, budget, f"request id {request_id}",
                                         calls.__anext__())

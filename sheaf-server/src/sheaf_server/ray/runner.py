@@ -10,13 +10,15 @@ the environment it was started with; docs/ray.md lists what to set there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import logging
 import os
 import shutil
+import signal
 import threading
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -53,8 +55,26 @@ def connect(address: str | None, settings: RayServeSettings, **init_kwargs: Any)
 
     if ray.is_initialized():
         return False
-    ray.init(address=address, **init_kwargs)
+    with _keeping_signal_handlers():
+        ray.init(address=address, **init_kwargs)
     return address is None
+
+
+@contextlib.contextmanager
+def _keeping_signal_handlers() -> Iterator[None]:
+    """ray.init installs Ray's fatal-signal handler over the process's own: a SIGTERM would
+    then abort the driver with a stack dump instead of reaching the caller's handler (the
+    CLI drains on it). Put the Python-level handlers back once Ray is up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread; nothing to keep elsewhere
+        return
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def deploy(config: SheafConfig, *, host: str, port: int, plugins: Iterable[object] = (),

@@ -51,7 +51,8 @@ def serve_config(config: SheafConfig, *, pip: bool = True, host: str = "0.0.0.0"
     """The Ray Serve config (ServeDeploySchema) for `config`."""
     settings = config.server
     deployments = [_without_name_first(ingress_options(settings.ray))]
-    deployments += [_without_name_first(deployment_options(spec)) for spec in config.models]
+    deployments += [_without_name_first(deployment_options(spec, settings.ray))
+                    for spec in config.models]
     deployments += [_without_name_first(pipeline_options(pipeline, settings.ray))
                     for pipeline in config.pipelines]
     application: dict[str, Any] = {

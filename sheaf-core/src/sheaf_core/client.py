@@ -1,0 +1,296 @@
+"""Typed Python clients for a Sheaf server: `SheafClient` (sync) and `AsyncSheafClient`.
+
+`predict(model, request)` sends a typed request and returns the contract's typed response;
+`stream(model, request)` yields `Progress` events, then the `Result`. Refusals a server
+means to be retried — 429, 502, 503, 504, and connections that could not be made — are
+retried with exponential backoff and jitter (stamina), waiting what the server's
+`Retry-After` says when it says it. Any other error is raised at once as `SheafHTTPError`,
+carrying the status, the error code, the request id and the server's field problems.
+
+`pip install 'sheaf-core[client]'` (httpx, httpx-sse, stamina).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import stamina
+from httpx_sse import EventSource, ServerSentEvent
+from pydantic import BaseModel, ConfigDict, Field
+
+from sheaf_core.contracts.base import BaseRequest, BaseResponse
+from sheaf_core.errors import FieldProblem, SheafError
+from sheaf_core.registry import Registry, default_registry
+
+log = logging.getLogger("sheaf.client")
+EVENT_STREAM = "text/event-stream"
+
+
+class RetryPolicy(BaseModel):
+    """When and how long the client retries a refused request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    attempts: int = Field(default=5, ge=1, description="Tries in all (1: never retry).")
+    timeout_s: float = Field(default=120.0, gt=0, description="Give up retrying after this "
+                             "long in all.")
+    wait_initial_s: float = Field(default=0.2, ge=0)
+    wait_max_s: float = Field(default=10.0, ge=0)
+    wait_jitter_s: float = Field(default=0.5, ge=0)
+    max_retry_after_s: float = Field(default=60.0, ge=0, description="A longer Retry-After "
+                                     "is cut to this.")
+    statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+
+
+class SheafHTTPError(SheafError):
+    """The server answered an error: its status, code, message, the request id it was
+    answered under, the fields at fault (422), and Retry-After when it sent one."""
+
+    def __init__(self, status: int, code: str, message: str, request_id: str | None,
+                 problems: list[FieldProblem], retry_after: float | None) -> None:
+        self.status, self.code, self.message = status, code, message
+        self.request_id, self.problems, self.retry_after = request_id, problems, retry_after
+        fields = "; ".join(f"{p.field}: {p.message}" for p in problems)
+        super().__init__(f"{status} {code}: {message} (request id {request_id})"
+                         + (f" — {fields}" if fields else ""))
+
+    @classmethod
+    def from_reply(cls, status: int, headers: Mapping[str, str], content: bytes,
+                   ) -> SheafHTTPError:
+        try:
+            body = json.loads(content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):  # not sheaf's error body (a proxy's page, say)
+            body = {"message": content[:300].decode(errors="replace")}
+        problems = [FieldProblem(d.get("field", "body"), d.get("message", ""),
+                                 d.get("type", "value_error"))
+                    for d in body.get("details") or [] if isinstance(d, dict)]
+        return cls(body.get("status", status), body.get("error", f"http_{status}"),
+                   body.get("message", ""), body.get("request_id") or
+                   headers.get("x-request-id"), problems, _retry_after(headers))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress event of a streamed prediction; `data` holds all of it, with what a
+    backend adds (e.g. a weather step's forecast)."""
+
+    step: int
+    total: int | None
+    message: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Result:
+    """The last event of a stream: the typed response, as `predict` returns it."""
+
+    response: BaseResponse
+
+
+class _Wire:
+    """What both clients share: URLs, bodies, typed answers, and the retry decision."""
+
+    def __init__(self, retry: RetryPolicy | None, registry: Registry | None) -> None:
+        self.retry = retry or RetryPolicy()
+        self.registry = registry
+
+    def call(self, model: str, request: BaseRequest, request_id: str | None,
+             ) -> tuple[bytes, dict[str, str], type[BaseResponse]]:
+        registry = self.registry or default_registry()
+        response_type = registry.contract(request.model_type).response
+        headers = {"content-type": "application/json"}
+        if request_id is not None:
+            headers["x-request-id"] = request_id
+        return request.model_dump_json().encode(), headers, response_type
+
+    def attempts(self) -> Any:
+        """stamina's retry iterator (sync or async) for one call under the policy."""
+        policy = self.retry
+        return stamina.retry_context(
+            on=self.backoff, attempts=policy.attempts, timeout=policy.timeout_s,
+            wait_initial=policy.wait_initial_s, wait_max=policy.wait_max_s,
+            wait_jitter=policy.wait_jitter_s)
+
+    def backoff(self, exc: Exception) -> bool | float:
+        """stamina's backoff hook: False (raise), True (the usual backoff), or seconds.
+        Called for every failed attempt, the last too (then stamina raises)."""
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            log.info("sheaf client: cannot connect (%s); retryable", exc)
+            return True
+        if not isinstance(exc, SheafHTTPError) or exc.status not in self.retry.statuses:
+            return False
+        if exc.retry_after is None:
+            log.info("sheaf client: %s %s; retryable with backoff", exc.status, exc.code)
+            return True
+        wait = min(exc.retry_after, self.retry.max_retry_after_s)
+        log.info("sheaf client: %s %s; retryable after %.2fs (Retry-After %s)", exc.status,
+                 exc.code, wait, exc.retry_after)
+        return wait
+
+    @staticmethod
+    def answer(reply: httpx.Response, response_type: type[BaseResponse]) -> BaseResponse:
+        if reply.status_code != 200:
+            raise SheafHTTPError.from_reply(reply.status_code, reply.headers, reply.content)
+        return response_type.model_validate_json(reply.content)
+
+    @staticmethod
+    def event(sse: ServerSentEvent, response_type: type[BaseResponse],
+              ) -> Progress | Result:
+        data = json.loads(sse.data)
+        if sse.event == "result":
+            return Result(response_type.model_validate(data))
+        if sse.event == "error":
+            raise SheafHTTPError.from_reply(int(data.get("status", 500)), {},
+                                            sse.data.encode())
+        return Progress(int(data.get("step", 0)), data.get("total"), data.get("message"),
+                        data)
+
+
+class SheafClient:
+    """A blocking client: ``with SheafClient("http://127.0.0.1:8000") as client:
+    client.predict("chronos", TimeSeriesRequest(history=[...], horizon=12))``."""
+
+    def __init__(self, base_url: str, *, timeout: float = 60.0,
+                 retry: RetryPolicy | None = None, headers: Mapping[str, str] | None = None,
+                 registry: Registry | None = None, http: httpx.Client | None = None) -> None:
+        self._wire = _Wire(retry, registry)
+        self.http = http or httpx.Client(base_url=base_url, timeout=timeout,
+                                         headers=dict(headers or {}))
+
+    def predict(self, model: str, request: BaseRequest, *,
+                request_id: str | None = None) -> BaseResponse:
+        content, headers, response_type = self._wire.call(model, request, request_id)
+        for attempt in self._wire.attempts():
+            with attempt:
+                reply = self.http.post(f"/{model}/predict", content=content, headers=headers)
+                return self._wire.answer(reply, response_type)
+        raise AssertionError("unreachable: stamina raises the last error")
+
+    def stream(self, model: str, request: BaseRequest, *,
+               request_id: str | None = None) -> Iterator[Progress | Result]:
+        """Progress events as the server sends them, then the Result. A refusal before the
+        first event is retried like `predict`; nothing is retried once events flow."""
+        content, headers, response_type = self._wire.call(model, request, request_id)
+        outgoing = self.http.build_request("POST", f"/{model}/stream", content=content,
+                                           headers={**headers, "accept": EVENT_STREAM})
+        for attempt in self._wire.attempts():
+            with attempt:
+                reply = self.http.send(outgoing, stream=True)
+                if reply.status_code != 200:
+                    reply.read()
+                    reply.close()
+                    self._wire.answer(reply, response_type)  # raises
+        try:  # events flow: outside the retries
+            for sse in EventSource(reply).iter_sse():
+                yield self._wire.event(sse, response_type)
+        finally:
+            reply.close()
+
+    def models(self) -> list[dict[str, Any]]:
+        """GET /models: each served model with its state, batching and schemas."""
+        models: list[dict[str, Any]] = self.http.get("/models").raise_for_status().json()[
+            "models"]
+        return models
+
+    def wait_ready(self, timeout_s: float = 300.0, poll_s: float = 0.5) -> None:
+        """Block until GET /ready answers 200 (TimeoutError naming the states if not)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                reply = self.http.get("/ready")
+                if reply.status_code == 200:
+                    return
+                states = reply.text
+            except httpx.TransportError as exc:
+                states = str(exc)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the server is not ready after {timeout_s}s: {states}")
+            time.sleep(poll_s)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> SheafClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncSheafClient:
+    """The asyncio twin of `SheafClient`."""
+
+    def __init__(self, base_url: str, *, timeout: float = 60.0,
+                 retry: RetryPolicy | None = None, headers: Mapping[str, str] | None = None,
+                 registry: Registry | None = None,
+                 http: httpx.AsyncClient | None = None) -> None:
+        self._wire = _Wire(retry, registry)
+        self.http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout,
+                                              headers=dict(headers or {}))
+
+    async def predict(self, model: str, request: BaseRequest, *,
+                      request_id: str | None = None) -> BaseResponse:
+        content, headers, response_type = self._wire.call(model, request, request_id)
+        async for attempt in self._wire.attempts():
+            with attempt:
+                reply = await self.http.post(f"/{model}/predict", content=content,
+                                             headers=headers)
+                return self._wire.answer(reply, response_type)
+        raise AssertionError("unreachable: stamina raises the last error")
+
+    async def stream(self, model: str, request: BaseRequest, *,
+                     request_id: str | None = None) -> AsyncIterator[Progress | Result]:
+        content, headers, response_type = self._wire.call(model, request, request_id)
+        outgoing = self.http.build_request("POST", f"/{model}/stream", content=content,
+                                           headers={**headers, "accept": EVENT_STREAM})
+        async for attempt in self._wire.attempts():
+            with attempt:
+                reply = await self.http.send(outgoing, stream=True)
+                if reply.status_code != 200:
+                    await reply.aread()
+                    await reply.aclose()
+                    self._wire.answer(reply, response_type)  # raises
+        try:  # events flow: outside the retries
+            async for sse in EventSource(reply).aiter_sse():
+                yield self._wire.event(sse, response_type)
+        finally:
+            await reply.aclose()
+
+    async def models(self) -> list[dict[str, Any]]:
+        reply = (await self.http.get("/models")).raise_for_status()
+        models: list[dict[str, Any]] = reply.json()["models"]
+        return models
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> AsyncSheafClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date."""
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())

@@ -1,0 +1,76 @@
+"""Running the `sheaf-server` executable as a user runs it, for the tests that do."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent / "sheaf-server"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    url: str = ""
+    lines: list[str] = field(default_factory=list)  # stdout and stderr so far
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def read(self) -> None:
+        """Collect the process's output until it closes (a reader thread)."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        """Until `text` is in the output; fails with the output if the process exits or
+        the time is up first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise AssertionError(f"no {text!r} in the output:\n{self.output[-3000:]}")
+            time.sleep(0.05)
+
+
+@contextmanager
+def served(config: Path, *options: str, env: dict[str, str] | None = None,
+           timeout: float = 10) -> Iterator[Served]:
+    """`sheaf-server serve CONFIG` on a free port, once it says it serves and /ready
+    answers 200; SIGTERM when the block ends, then its output is complete."""
+    port = free_port()
+    process = subprocess.Popen([str(BIN), "serve", str(config), *options, "--port", str(port)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    running = Served(process)
+    reader = threading.Thread(target=running.read, daemon=True)
+    reader.start()
+    try:
+        running.wait_for("sheaf-server: serving", timeout)
+        running.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while httpx.get(f"{running.url}/ready").status_code != 200:
+            assert time.monotonic() < deadline, running.output[-3000:]
+            time.sleep(0.05)
+        yield running
+    finally:
+        process.terminate()
+        process.wait(timeout=max(30, timeout))
+        reader.join(10)
