@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from batch_support import POISON, BatchTestPlugin
+from feast_support import build_feature_repo
 
 from sheaf_batch import BatchRunner, BatchSpec, InvalidRows
 from sheaf_core import ModelSpec
@@ -104,6 +105,21 @@ def test_a_model_refusal_names_the_field_in_the_errors_file(tmp_path: Path) -> N
     summary = runner().run(BatchSpec(source=str(source), sink=str(tmp_path / "out.jsonl")))
     [error] = read_jsonl(summary.errors)
     assert error["line"] == 2 and error["fields"][0]["field"] == "past_covariates"
+
+
+def test_rows_may_name_their_history_in_the_feature_store(tmp_path: Path) -> None:
+    repo = build_feature_repo(tmp_path / "feast")
+    source = write_jsonl(tmp_path / "in.jsonl", [
+        {"horizon": 2, "features": {"feature_view": "sales_daily", "entity": {"store_id": key},
+                                    "target": ["sales"]}} for key in (1, 2, 99)])
+    spec = ModelSpec(name="fc", backend="batch-test", features={"repo_path": str(repo)})
+    summary = BatchRunner(spec, plugins=[BatchTestPlugin()], progress=False).run(BatchSpec(
+        source=str(source), sink=str(tmp_path / "out.jsonl"), batch_size=4))
+    assert [r["mean"] for r in read_jsonl(str(tmp_path / "out.jsonl"))] == [[3.0] * 2,
+                                                                           [7.0] * 2]
+    [error] = read_jsonl(summary.errors)  # the unknown entity, by line and field
+    assert error["line"] == 3 and "store_id=99" in error["error"]
+    assert error["fields"][0]["field"] == "features.entity"
 
 
 def test_parquet_rows_are_numbered_from_one_across_row_groups(tmp_path: Path) -> None:

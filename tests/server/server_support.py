@@ -36,6 +36,7 @@ class SlowSettings(BaseModel):
     step_delay_s: float = 0.0  # ... each after this long
     step_log: str | None = None  # ... each appending a line to this file
     deterministic: bool = True  # False: like a sampler without a seed (never cached)
+    use_covariates: bool = False  # accept covariates: future ones are added to the forecast
 
 
 class ScriptedBackend(BaselineForecaster):
@@ -59,6 +60,10 @@ class ScriptedBackend(BaselineForecaster):
                 time.sleep(0.01)
         super().load()
 
+    def validate_request(self, request: TimeSeriesRequest) -> None:
+        if not self.settings.use_covariates:
+            super().validate_request(request)
+
     def deterministic(self, request: TimeSeriesRequest) -> bool:
         return self.settings.deterministic
 
@@ -73,8 +78,12 @@ class ScriptedBackend(BaselineForecaster):
         if any(POISON in r.target_series() for r in requests):
             raise RuntimeError("secret internal detail")
         responses = super().predict(requests)
-        for response in responses:
-            response.mean = [value + self.settings.bias for value in response.mean]
+        for request, response in zip(requests, responses, strict=True):
+            future = [0.0] * request.horizon
+            for values in (request.future_covariates or {}).values():
+                future = [f + (v or 0.0) for f, v in zip(future, values, strict=True)]
+            response.mean = [_shifted(value, self.settings.bias + f)
+                             for value, f in zip(response.mean, future, strict=True)]
         return responses
 
 
@@ -87,6 +96,11 @@ class ScriptedBackend(BaselineForecaster):
                     log.write(f"{step}\n")
             yield ProgressEvent(step=step, total=total)
         yield self.predict([request])[0]
+
+
+def _shifted(value: float | list[float], by: float) -> float | list[float]:
+    """A forecast value (one variate, or a joint row) plus `by`."""
+    return [v + by for v in value] if isinstance(value, list) else value + by
 
 
 def sse_events(response: httpx.Response) -> list[tuple[str, dict]]:

@@ -20,8 +20,8 @@ from sheaf_batch.checkpoints import WorkDir
 from sheaf_batch.sources import Chunk, Source
 from sheaf_core.contracts.base import BaseRequest
 from sheaf_core.spec import ModelSpec
-from sheaf_server.engine import Engine, ModelRuntime, RequestInvalid
-from sheaf_server.engine.model import predict_each
+from sheaf_server.engine import Engine, EngineError, ModelRuntime, RequestInvalid
+from sheaf_server.engine.model import load_model, predict_each
 
 log = logging.getLogger("sheaf.batch")
 
@@ -49,7 +49,7 @@ def _runtime(job: JobContext) -> ModelRuntime:
         _configure_torch()
         engine = Engine([job.spec], plugins=job.plugins)
         runtime = engine.runtimes[job.spec.name]
-        runtime.backend.load()
+        load_model(runtime.backend, runtime.features)
         _runtimes[key] = runtime
     return runtime
 
@@ -107,8 +107,9 @@ def run_chunk(runtime: ModelRuntime, job: JobContext, source: Source, work: Work
         except RequestInvalid:
             continue  # reported by the driver's validation
         try:
+            request = runtime.complete(request)  # features it names, from the model's store
             runtime.check(request)  # the model's own refusals need its weights: here
-        except RequestInvalid as exc:
+        except EngineError as exc:
             errors.append(_error(line, request, exc.message, exc.problems))
             continue
         requests.append((line, request))

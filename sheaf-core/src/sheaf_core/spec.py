@@ -129,6 +129,29 @@ class CachePolicy(_Strict):
         "and model_name always are), e.g. a client tag that does not change the answer.")
 
 
+class FeatureStoreSpec(_Strict):
+    """The Feast feature store a model reads request features from (`features:`): a
+    feature repository (the directory holding feature_store.yaml) or the same settings
+    inline. Needs `pip install 'sheaf-server[feast]'`."""
+
+    repo_path: str | None = Field(
+        default=None, description="A Feast repo directory (with feature_store.yaml); a "
+        "relative path is taken from the working directory of the process reading the config "
+        "and stored absolute, so Ray replicas find it too.")
+    config: dict[str, Any] | None = Field(
+        default=None, description="feature_store.yaml's content inline (project, registry, "
+        "provider, online_store, ...); give absolute paths in it.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FeatureStoreSpec:
+        if (self.repo_path is None) == (self.config is None):
+            raise ValueError("give exactly one of repo_path (a Feast repo directory) or "
+                             "config (feature_store.yaml's content inline)")
+        if self.repo_path is not None:
+            self.repo_path = str(Path(self.repo_path).expanduser().absolute())
+        return self
+
+
 class ModelSpec(_Strict):
     """One served model: a route name, a backend, its kwargs and its policies."""
 
@@ -139,6 +162,9 @@ class ModelSpec(_Strict):
     backend_kwargs: dict[str, Any] = Field(default_factory=dict)
     batching: BatchingPolicy = Field(default_factory=BatchingPolicy)
     cache: CachePolicy = Field(default_factory=CachePolicy)
+    features: FeatureStoreSpec | None = Field(
+        default=None, description="A Feast feature store: requests may then name features "
+        "instead of sending the data (docs/feast.md).")
     resources: ResourcePolicy = Field(default_factory=ResourcePolicy)
     timeout_s: float | None = Field(
         default=None, gt=0, le=3600,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from sheaf_core.contracts.features import FeatureReference
 
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
@@ -38,6 +42,17 @@ class BaseRequest(BaseModel):
         request may be answered from the response cache. Contracts with a seed say False
         when it is absent."""
         return True
+
+    def feature_reference(self) -> FeatureReference | None:
+        """The feature-store data this request names instead of sending it (None: it sent
+        everything). The server reads it and calls `with_features` before caching and
+        batching."""
+        return None
+
+    def with_features(self, values: Mapping[str, Any]) -> Self:
+        """This request completed with the feature values read (feature name → value, None
+        where the store has none); a pydantic ValidationError locates what does not fit."""
+        raise NotImplementedError(f"{type(self).__name__} names no features")
 
 
 class BaseResponse(BaseModel):

@@ -13,14 +13,16 @@ Response arrays follow the request's shape: univariate → `mean[h]`, `quantiles
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from sheaf_core.contracts._validation import field_errors
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
+from sheaf_core.contracts.features import FeatureName, FeatureReference, Location
 from sheaf_core.contracts.frequency import Frequency, parse_frequency
 
 MAX_HISTORY_LENGTH = 100_000
@@ -65,13 +67,51 @@ def _check_frequency(text: str | None) -> str | None:
     return text
 
 
+class SeriesFeatures(FeatureReference):
+    """Which features of the feature view hold a time-series request's data. Each is an
+    Array feature holding a whole series (the store keeps the latest window per entity)."""
+
+    target: list[FeatureName] = Field(
+        min_length=1, max_length=MAX_VARIATES,
+        description="The features holding the history: one → univariate; several → a "
+        "multivariate history, one variate per feature in this order (`target_index` picks "
+        "the one to forecast).")
+    past_covariates: list[FeatureName] = Field(
+        default_factory=list, max_length=MAX_COVARIATES,
+        description="Features holding covariates over the history (named as the feature).")
+    future_covariates: dict[CovariateName, FeatureName] = Field(
+        default_factory=dict, max_length=MAX_COVARIATES,
+        description="A past covariate (named as its feature) → the feature holding its "
+        "known values over the horizon.")
+
+    @model_validator(mode="after")
+    def _future_has_past(self) -> SeriesFeatures:
+        field_errors(type(self).__name__, [
+            (("future_covariates", name), "must also be listed in past_covariates (its "
+             "values over the history)", name)
+            for name in self.future_covariates if name not in self.past_covariates])
+        return self
+
+    def features(self) -> list[tuple[Location, str]]:
+        return ([(("features", "target", i), name) for i, name in enumerate(self.target)]
+                + [(("features", "past_covariates", i), name)
+                   for i, name in enumerate(self.past_covariates)]
+                + [(("features", "future_covariates", covariate), name)
+                   for covariate, name in self.future_covariates.items()])
+
+
 class TimeSeriesRequest(BaseRequest):
     """Forecast `horizon` steps after `history`."""
 
     model_type: Literal["time_series"] = "time_series"
 
-    history: History = Field(description="Univariate `[x0, x1, ...]` or time-major "
-                             "multivariate `[[x0_v0, x0_v1], ...]`; `null` marks a missing value.")
+    history: History | None = Field(
+        default=None, description="Univariate `[x0, x1, ...]` or time-major multivariate "
+        "`[[x0_v0, x0_v1], ...]`; `null` marks a missing value. Required unless `features` "
+        "names it in the model's feature store.")
+    features: SeriesFeatures | None = Field(
+        default=None, description="Instead of `history`: where the history (and covariates) "
+        "live in the model's Feast feature store; the server reads them (docs/feast.md).")
     target_index: int | None = Field(
         default=0, ge=0, lt=MAX_VARIATES,
         description="Multivariate only: the variate to forecast (the others inform it, where "
@@ -106,7 +146,11 @@ class TimeSeriesRequest(BaseRequest):
     @model_validator(mode="after")
     def _check_shapes(self) -> TimeSeriesRequest:
         problems: list[tuple[tuple[str | int, ...], str, object]] = []
-        length = len(self.history)
+        if (self.history is None) == (self.features is None):
+            problems.append((("history",), "give the history, or name it in the feature "
+                             "store with `features` (one of the two)", None))
+            field_errors(type(self).__name__, problems)
+        length = len(self.history) if self.history is not None else None
         if self.is_multivariate:
             width = len(self.history[0])  # type: ignore[arg-type]
             for i, row in enumerate(self.history):
@@ -121,20 +165,69 @@ class TimeSeriesRequest(BaseRequest):
             problems.append((("quantile_levels",), "levels must be unique",
                              self.quantile_levels))
         for name, values in (self.past_covariates or {}).items():
-            if len(values) != length:
+            if length is not None and len(values) != length:
                 problems.append((("past_covariates", name), f"has {len(values)} values; "
                                  f"history has {length}", len(values)))
         for name, values in (self.future_covariates or {}).items():
             if len(values) != self.horizon:
                 problems.append((("future_covariates", name), f"has {len(values)} values; "
                                  f"horizon is {self.horizon}", len(values)))
-            if name not in (self.past_covariates or {}):
+            if name not in (self.past_covariates or {}) and name not in (
+                    self.features.past_covariates if self.features else ()):
                 problems.append((("future_covariates", name), "must also be given in "
                                  "past_covariates (its values over the history)", name))
         if self.start is not None and self.frequency is None:
             problems.append((("frequency",), "is required when `start` is given", None))
         field_errors(type(self).__name__, problems)
         return self
+
+    def feature_reference(self) -> SeriesFeatures | None:
+        return self.features
+
+    def with_features(self, values: Mapping[str, Any]) -> TimeSeriesRequest:
+        """The history (one variate per target feature, time-major) and covariates from
+        the feature values read; covariates sent inline are kept beside them."""
+        ref = self.features
+        assert ref is not None
+        series: dict[str, list[Any]] = {}
+        problems: list[tuple[Location, str, object]] = []
+        for location, name in ref.features():
+            value = values.get(name)
+            if value is None:
+                problems.append((location, f"feature {name!r} has no value for entity "
+                                 f"{ref.entity} in feature view {ref.feature_view!r}", None))
+            elif not isinstance(value, list | tuple):
+                problems.append((location, f"feature {name!r} holds one value, not a series: "
+                                 "store series as Array features", value))
+            else:
+                series[name] = list(value)
+        targets = [series.get(name) for name in ref.target]
+        lengths = {len(t) for t in targets if t is not None}
+        if len(lengths) > 1:
+            problems.append((("features", "target"), "the target features' series differ in "
+                             f"length ({', '.join(str(len(t or [])) for t in targets)}); a "
+                             "multivariate history needs one length", ref.target))
+        inline = [(("features", "past_covariates"), name, self.past_covariates)
+                  for name in ref.past_covariates] + [
+                  (("features", "future_covariates"), name, self.future_covariates)
+                  for name in ref.future_covariates]
+        for location, name, sent in inline:
+            if name in (sent or {}):
+                problems.append(((*location, name), f"covariate {name!r} is both sent inline "
+                                 "and named as a feature; give it once", name))
+        field_errors(type(self).__name__, problems)
+        first = targets[0] or []
+        history: list[Any] = (first if len(targets) == 1
+                              else [list(row) for row in zip(*targets, strict=True)])
+        past = {**(self.past_covariates or {}),
+                **{name: series[name] for name in ref.past_covariates}}
+        future = {**(self.future_covariates or {}),
+                  **{covariate: series[feature]
+                     for covariate, feature in ref.future_covariates.items()}}
+        data = self.model_dump(exclude={"features"})
+        data.update(history=history, past_covariates=past or None,
+                    future_covariates=future or None)
+        return type(self).model_validate(data)
 
     @property
     def is_multivariate(self) -> bool:

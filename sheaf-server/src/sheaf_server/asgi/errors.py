@@ -30,13 +30,15 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
-        (404, "Unknown model"),
+        (404, "Unknown model, or no entity in the feature store for the request's "
+              "`features.entity`"),
         (413, "Request body over server.max_body_bytes"),
         (415, "A body format (Content-Type) this model does not read; the message lists "
               "those it does"),
         (422, "Invalid request: `details` names each field at fault"),
         (500, "The backend failed; the request id finds the error in the server log"),
-        (502, "Storage named by the request (an input or output URI) failed"),
+        (502, "Storage named by the request (an input or output URI), or the model's "
+              "feature store, could not be read"),
         (503, "Model not ready, queue full or shutting down; honour Retry-After"),
         (504, "The request deadline passed before an answer"),
     )

@@ -33,6 +33,12 @@ class ModelNotFound(EngineError):
     status, code = 404, "model_not_found"
 
 
+class FeatureEntityNotFound(EngineError):
+    """The entity a request's `features` name has no values in the feature store."""
+
+    status, code = 404, "feature_entity_not_found"
+
+
 class PayloadTooLarge(EngineError):
     status, code = 413, "payload_too_large"
 
@@ -45,6 +51,12 @@ class StorageUnavailable(EngineError):
     """Storage a request named (an input or output URI) failed; the message says which."""
 
     status, code = 502, "storage_unavailable"
+
+
+class FeatureStoreUnavailable(EngineError):
+    """The model's feature store could not be read; the message says what failed."""
+
+    status, code = 502, "feature_store_unavailable"
 
 
 class ModelNotReady(EngineError):

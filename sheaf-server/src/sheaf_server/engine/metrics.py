@@ -33,8 +33,12 @@ from prometheus_client import (
 )
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-if os.environ.get(MULTIPROC_ENV):  # before any value is created in this process
-    os.makedirs(os.environ[MULTIPROC_ENV], exist_ok=True)
+#: Where this process's values live, decided once, now, as prometheus-client decided how to
+#: store them: a library that sets the variable later (Feast's import does) must not switch
+#: the scrape to files these series never write.
+MULTIPROC_DIR = os.environ.get(MULTIPROC_ENV) or None
+if MULTIPROC_DIR:  # before any value is created in this process
+    os.makedirs(MULTIPROC_DIR, exist_ok=True)
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
            30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -74,7 +78,7 @@ class ModelMetrics:
 
 def exposition() -> tuple[bytes, str]:
     """The text a scrape of GET /metrics gets, and its content type."""
-    directory = os.environ.get(MULTIPROC_ENV)
+    directory = MULTIPROC_DIR
     if directory:
         _forget_dead_processes(directory)
         registry = CollectorRegistry()

@@ -11,6 +11,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from enum import StrEnum
 from functools import partial
 from typing import Any
@@ -43,6 +44,7 @@ from sheaf_server.engine.errors import (
     StorageUnavailable,
     UnsupportedMediaType,
 )
+from sheaf_server.engine.features import FeatureStoreReader
 from sheaf_server.engine.streaming import (
     Stream,
     StreamCancelled,
@@ -121,6 +123,8 @@ class ModelRuntime(ModelBase):
         #: What bodies may name by URI (codecs read and write them).
         self.payloads = payloads or PayloadSettings()
         self.cache = ResponseCache(spec.name, spec.cache) if spec.cache.enabled else None
+        #: The Feast store requests may name features in (`features:` in the spec).
+        self.features = feature_reader(spec)
         self.load_seconds: float | None = None
         self.batcher = DynamicBatcher(spec.name, partial(self.run_batch, backend),
                                       batching_policy(spec, backend))
@@ -134,7 +138,8 @@ class ModelRuntime(ModelBase):
         """Run `backend.load()` in a thread; a failure marks this model failed, not the server."""
         started = time.perf_counter()
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self.backend.load)
+            await asyncio.get_running_loop().run_in_executor(
+                None, load_model, self.backend, self.features)
         except Exception as exc:
             self.state = ModelState.FAILED
             self.reason = f"load failed: {type(exc).__name__}: {exc}"
@@ -165,8 +170,10 @@ class ModelRuntime(ModelBase):
                               "(serve the new one under another name)")
         async with self._swap_lock:  # one swap at a time per model, applied in call order
             started = time.perf_counter()
+            features = feature_reader(spec)
             try:
-                await asyncio.get_running_loop().run_in_executor(None, backend.load)
+                await asyncio.get_running_loop().run_in_executor(None, load_model, backend,
+                                                                 features)
             except Exception as exc:
                 log.error("update of model %r failed to load:\n%s", self.name,
                           traceback.format_exc())
@@ -179,7 +186,7 @@ class ModelRuntime(ModelBase):
             old_backend, old_batcher = self.backend, self.batcher
             # The switch itself: no await between these lines, so every request either
             # entered the old batcher already or enters the new one.
-            self.backend, self.batcher = backend, batcher
+            self.backend, self.batcher, self.features = backend, batcher, features
             self.cache = (ResponseCache(spec.name, spec.cache, self.cache)
                           if spec.cache.enabled else None)
             self.respec(spec)
@@ -206,6 +213,34 @@ class ModelRuntime(ModelBase):
 
     async def reply(self, decoded: Decoded, response: BaseResponse) -> Answer:
         return await encode_answer(decoded, response, self._serialize)
+
+    async def resolve(self, request: BaseRequest) -> BaseRequest:
+        """The request completed from the feature store when it names features (before the
+        cache and the batcher, so both see the data itself); as it is otherwise."""
+        reference = request.feature_reference()
+        if reference is None:
+            return request
+        with tracing.step("sheaf.features", {"sheaf.model": self.name,
+                                             "sheaf.feature_view": reference.feature_view}):
+            return await asyncio.to_thread(self.complete, request)
+
+    def complete(self, request: BaseRequest) -> BaseRequest:
+        """`resolve` for a worker thread (the batch runner's rows): 422 for a model without
+        a feature store or values that do not fit, 404 for an unknown entity, 502 for a
+        store that cannot be read."""
+        reference = request.feature_reference()
+        if reference is None:
+            return request
+        if self.features is None:
+            raise RequestInvalid("this model reads no feature store", problems=[FieldProblem(
+                "features", f"model {self.name!r} has no feature store (`features:` in its "
+                "spec); send the data itself")])
+        values = self.features.read(reference)
+        try:
+            return request.with_features(values)
+        except ValidationError as exc:
+            raise RequestInvalid("the features read do not make a valid request",
+                                 problems=problems_from(exc)) from None
 
     def check(self, request: BaseRequest) -> None:
         """Model-level checks of an already typed request."""
@@ -277,6 +312,11 @@ class ModelRuntime(ModelBase):
                 decoded = await self.decode(body, media_type)
                 if body_id_wins and decoded.request.request_id:
                     request_id = decoded.request.request_id
+                named = decoded.request.feature_reference() is not None
+                if not named:
+                    self.check(decoded.request)
+            if named:  # complete it from the feature store, then check it whole
+                decoded = replace(decoded, request=await self.resolve(decoded.request))
                 self.check(decoded.request)
         except EngineError as exc:
             exc.request_id = request_id
@@ -292,8 +332,10 @@ class ModelRuntime(ModelBase):
 
     async def answer(self, request: BaseRequest, request_id: str,
                      timeout_s: float | None = None) -> BaseResponse:
-        """The typed request path (a pipeline's model node): ready? → check → batch."""
+        """The typed request path (a pipeline's model node): ready? → features → check →
+        batch."""
         self.ensure_ready()
+        request = await self.resolve(request)
         self.check(request)
         return await self.predict(request, request_id, timeout_s)
 
@@ -356,6 +398,17 @@ class ModelRuntime(ModelBase):
             except Exception as exc:  # describe is informative only
                 info["details"] = {"error": str(exc)}
         return info
+
+
+def feature_reader(spec: ModelSpec) -> FeatureStoreReader | None:
+    return FeatureStoreReader(spec.name, spec.features) if spec.features else None
+
+
+def load_model(backend: Backend[Any, Any], features: FeatureStoreReader | None) -> None:
+    """Worker thread: open the feature store (if any), then load the weights."""
+    if features is not None:
+        features.open()
+    backend.load()
 
 
 def batching_policy(spec: ModelSpec, backend: Backend[Any, Any]) -> BatchingPolicy:

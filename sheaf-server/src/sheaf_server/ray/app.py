@@ -21,6 +21,7 @@ from sheaf_server.ray.options import (
     deployment_options,
     ingress_options,
     pipeline_options,
+    serve_logging,
     with_forwarded_env,
 )
 
@@ -49,9 +50,11 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
                               "deployment; pick another")
         check_spec(spec, registry)
     plugin_names = [getattr(p, "__name__", type(p).__qualname__) for p in plugins]
+    log_config = serve_logging(settings.log_format)
+    log_options: dict[str, Any] = {"logging_config": log_config} if log_config else {}
     models: dict[str, Any] = {
         spec.name: serve.deployment(ModelReplica).options(
-            **with_forwarded_env(deployment_options(spec, settings.ray)),
+            **with_forwarded_env(deployment_options(spec, settings.ray)), **log_options,
             user_config={"spec": spec.model_dump(mode="json")},
             version=code_version(settings, plugin_names), _internal=True)
         .bind(settings, plugins)
@@ -60,12 +63,12 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     plan_pipelines(pipelines, model_types, registry)  # ConfigError names pipeline and node
     for pipeline in pipelines:
         models[pipeline.name] = serve.deployment(PipelineReplica).options(
-            **with_forwarded_env(pipeline_options(pipeline, settings.ray)),
+            **with_forwarded_env(pipeline_options(pipeline, settings.ray)), **log_options,
             version=code_version(settings, plugin_names, pipeline), _internal=True,
         ).bind(pipeline, model_types, settings, {name: models[name] for name in model_types},
                plugins)
     ingress = serve.deployment(SheafIngress).options(
-        **with_forwarded_env(ingress_options(settings.ray)),
+        **with_forwarded_env(ingress_options(settings.ray)), **log_options,
         user_config={"specs": [spec.model_dump(mode="json") for spec in specs]},
         version=code_version(settings, plugin_names, model_types, pipelines), _internal=True)
     return ingress.bind(specs, settings, models, plugins, pipelines)

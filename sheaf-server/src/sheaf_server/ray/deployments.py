@@ -29,6 +29,7 @@ from sheaf_core.spec import ModelSpec, ServerSettings
 from sheaf_server.asgi.app import create_app
 from sheaf_server.engine import Engine, EngineError, ModelRuntime, ModelState, ServedModel, tracing
 from sheaf_server.engine.pipeline import PipelineRuntime
+from sheaf_server.ray.logs import route_to_serve_logs
 from sheaf_server.ray.remote import RemoteEngine, node_call
 from sheaf_server.ray.remote_calls import CallItem, CallMeta, Outcome
 from sheaf_server.ray.remote_stream import Message, replica_stream
@@ -74,6 +75,7 @@ class ModelReplica(ServedReplica):
 
     def __init__(self, settings: ServerSettings, plugins: Sequence[object] = ()) -> None:
         configure_tracing()
+        route_to_serve_logs()
         self.settings = settings
         self.plugins = tuple(plugins)
         self.engine: Engine | None = None
@@ -143,6 +145,7 @@ class PipelineReplica(ServedReplica):
                  settings: ServerSettings, models: Mapping[str, DeploymentHandle],
                  plugins: Sequence[object] = ()) -> None:
         configure_tracing()
+        route_to_serve_logs()
         registry = registry_with(plugins)
         plan = plan_pipeline(spec, model_types, registry)
         calls = {model: node_call(models[model], model, registry.contract(model_types[model]))
@@ -170,6 +173,7 @@ class SheafIngress:
                  models: Mapping[str, DeploymentHandle], plugins: Sequence[object] = (),
                  pipelines: Sequence[PipelineSpec] = ()) -> None:
         configure_tracing()  # before the app is built: it adds the tracing middleware
+        route_to_serve_logs()
         self.engine = RemoteEngine(specs, models, settings, plugins, pipelines=pipelines)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

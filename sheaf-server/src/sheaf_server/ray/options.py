@@ -137,3 +137,10 @@ def with_forwarded_env(options: dict[str, Any],
     runtime_env["env_vars"] = {**forwarded, **(runtime_env.get("env_vars") or {})}
     actor["runtime_env"] = runtime_env
     return options
+
+
+def serve_logging(log_format: str) -> dict[str, Any] | None:
+    """Serve's `logging_config` for the app's deployments: `server.log_format: json` makes
+    every replica's log file JSON lines (sheaf's records, access records included, go to
+    the same file: `sheaf_server.ray.logs`). None: Serve's default (text)."""
+    return {"encoding": "JSON"} if log_format == "json" else None

@@ -22,6 +22,7 @@ from sheaf_server.ray.options import (
     deployment_options,
     ingress_options,
     pipeline_options,
+    serve_logging,
 )
 
 #: `import_path` of the application builder: args {config: <sheaf config>} → Application.
@@ -64,6 +65,9 @@ def serve_config(config: SheafConfig, *, pip: bool = True, host: str = "0.0.0.0"
     }
     if pip:
         application["runtime_env"] = {"pip": requirements(config, registry)}
+    log_config = serve_logging(settings.log_format)
+    if log_config:
+        application["logging_config"] = log_config
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": host, "port": settings.port},
