@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sheaf_core import ConfigError, ModelSpec, RayServeSettings, parse_config
-from sheaf_server.ray.options import cluster_env, deployment_options
+from sheaf_server.ray.options import cluster_env, deployment_options, with_forwarded_env
 
 
 def test_defaults_let_a_batch_fill_and_bound_the_queue() -> None:
@@ -53,3 +53,15 @@ def test_the_cluster_environment_follows_the_settings() -> None:
     assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "sheaf_server.ray.http:middlewares"
     plain = cluster_env(RayServeSettings(throughput_optimized=False, haproxy=False))
     assert set(plain) == {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"}
+
+
+def test_the_builders_otel_variables_reach_every_deployment_and_a_models_own_win() -> None:
+    spec = ModelSpec(name="m", backend="baseline", ray={"runtime_env": {"env_vars": {
+        "OTEL_SERVICE_NAME": "own"}}})
+    options = with_forwarded_env(deployment_options(spec, RayServeSettings()), {
+        "OTEL_TRACES_EXPORTER": "otlp_proto_http", "OTEL_SERVICE_NAME": "driver",
+        "HOME": "/root"})
+    env = options["ray_actor_options"]["runtime_env"]["env_vars"]
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp_proto_http"
+    assert env["OTEL_SERVICE_NAME"] == "own" and "HOME" not in env
+    assert "PROMETHEUS_MULTIPROC_DIR" in env

@@ -98,10 +98,16 @@ def _with_app_env(options: dict[str, Any], settings: RayServeSettings | None) ->
     win) to a deployment's options."""
     if settings is None:
         return options
+    return _with_env(options, {"PROMETHEUS_MULTIPROC_DIR": metrics_dir(settings)})
+
+
+def _with_env(options: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """`env` added to a deployment's runtime_env env_vars; values already there win."""
+    if not env:
+        return options
     actor = options.setdefault("ray_actor_options", {})
     runtime_env = dict(actor.get("runtime_env") or {})
-    runtime_env["env_vars"] = {"PROMETHEUS_MULTIPROC_DIR": metrics_dir(settings),
-                               **(runtime_env.get("env_vars") or {})}
+    runtime_env["env_vars"] = {**env, **(runtime_env.get("env_vars") or {})}
     actor["runtime_env"] = runtime_env
     return options
 
@@ -129,14 +135,8 @@ def with_forwarded_env(options: dict[str, Any],
     win). Not used for `sheaf-server build`: a written config should not carry one shell's
     environment (exporter headers may hold credentials)."""
     environ = os.environ if environ is None else environ
-    forwarded = {k: v for k, v in environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}
-    if not forwarded:
-        return options
-    actor = options.setdefault("ray_actor_options", {})
-    runtime_env = dict(actor.get("runtime_env") or {})
-    runtime_env["env_vars"] = {**forwarded, **(runtime_env.get("env_vars") or {})}
-    actor["runtime_env"] = runtime_env
-    return options
+    return _with_env(options, {k: v for k, v in environ.items()
+                               if k.startswith(FORWARDED_ENV_PREFIX)})
 
 
 def serve_logging(log_format: str) -> dict[str, Any] | None:
