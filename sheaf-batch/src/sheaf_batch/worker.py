@@ -107,8 +107,9 @@ def run_chunk(runtime: ModelRuntime, job: JobContext, source: Source, work: Work
         except RequestInvalid:
             continue  # reported by the driver's validation
         try:
-            request = runtime.complete(request)  # features it names, from the model's store
-            runtime.check(request)  # the model's own refusals need its weights: here
+            # features it names, from the model's store; then the model's own refusals,
+            # which need its weights: here
+            request = runtime.complete(request)
         except EngineError as exc:
             errors.append(_error(line, request, exc.message, exc.problems))
             continue

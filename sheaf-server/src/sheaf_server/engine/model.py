@@ -214,33 +214,36 @@ class ModelRuntime(ModelBase):
     async def reply(self, decoded: Decoded, response: BaseResponse) -> Answer:
         return await encode_answer(decoded, response, self._serialize)
 
-    async def resolve(self, request: BaseRequest) -> BaseRequest:
-        """The request completed from the feature store when it names features (before the
-        cache and the batcher, so both see the data itself); as it is otherwise."""
+    async def prepare(self, request: BaseRequest) -> BaseRequest:
+        """A typed request made ready for the cache and the batcher: completed from the
+        feature store when it names features (in a worker thread), then checked."""
         reference = request.feature_reference()
         if reference is None:
+            self.check(request)
             return request
         with tracing.step("sheaf.features", {"sheaf.model": self.name,
                                              "sheaf.feature_view": reference.feature_view}):
             return await asyncio.to_thread(self.complete, request)
 
     def complete(self, request: BaseRequest) -> BaseRequest:
-        """`resolve` for a worker thread (the batch runner's rows): 422 for a model without
-        a feature store or values that do not fit, 404 for an unknown entity, 502 for a
-        store that cannot be read."""
+        """`prepare` in a worker thread (the batch runner's rows): the features a request
+        names read and filled in — 422 for a model without a feature store or values that
+        do not fit, 404 for an unknown entity, 502 for a store that cannot be read — then
+        the model's checks."""
         reference = request.feature_reference()
-        if reference is None:
-            return request
-        if self.features is None:
-            raise RequestInvalid("this model reads no feature store", problems=[FieldProblem(
-                "features", f"model {self.name!r} has no feature store (`features:` in its "
-                "spec); send the data itself")])
-        values = self.features.read(reference)
-        try:
-            return request.with_features(values)
-        except ValidationError as exc:
-            raise RequestInvalid("the features read do not make a valid request",
-                                 problems=problems_from(exc)) from None
+        if reference is not None:
+            if self.features is None:
+                raise RequestInvalid("this model reads no feature store", problems=[
+                    FieldProblem("features", f"model {self.name!r} has no feature store "
+                                 "(`features:` in its spec); send the data itself")])
+            values = self.features.read(reference)
+            try:
+                request = request.with_features(values)
+            except ValidationError as exc:
+                raise RequestInvalid("the features read do not make a valid request",
+                                     problems=problems_from(exc)) from None
+        self.check(request)
+        return request
 
     def check(self, request: BaseRequest) -> None:
         """Model-level checks of an already typed request."""
@@ -312,12 +315,9 @@ class ModelRuntime(ModelBase):
                 decoded = await self.decode(body, media_type)
                 if body_id_wins and decoded.request.request_id:
                     request_id = decoded.request.request_id
-                named = decoded.request.feature_reference() is not None
-                if not named:
-                    self.check(decoded.request)
-            if named:  # complete it from the feature store, then check it whole
-                decoded = replace(decoded, request=await self.resolve(decoded.request))
-                self.check(decoded.request)
+                request = await self.prepare(decoded.request)
+            if request is not decoded.request:  # completed from the feature store
+                decoded = replace(decoded, request=request)
         except EngineError as exc:
             exc.request_id = request_id
             raise
@@ -335,9 +335,7 @@ class ModelRuntime(ModelBase):
         """The typed request path (a pipeline's model node): ready? → features → check →
         batch."""
         self.ensure_ready()
-        request = await self.resolve(request)
-        self.check(request)
-        return await self.predict(request, request_id, timeout_s)
+        return await self.predict(await self.prepare(request), request_id, timeout_s)
 
     async def predict(self, request: BaseRequest, request_id: str,
                       timeout_s: float | None = None) -> BaseResponse:

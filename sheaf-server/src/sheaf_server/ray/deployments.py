@@ -38,6 +38,13 @@ from sheaf_server.telemetry import configure_tracing
 log = logging.getLogger("sheaf.ray")
 
 
+def set_up_replica_process() -> None:
+    """What every sheaf replica does first: tracing from the OTEL_* variables its
+    runtime_env carries, and sheaf's log records into the replica's Serve log file."""
+    configure_tracing()
+    route_to_serve_logs()
+
+
 class ServedReplica:
     """What the ingress calls on a model's or a pipeline's replica. Outcomes come back as
     values: an `EngineError` crosses the process boundary intact (status, code, field
@@ -74,8 +81,7 @@ class ModelReplica(ServedReplica):
     reports it (the ingress shows it in /ready)."""
 
     def __init__(self, settings: ServerSettings, plugins: Sequence[object] = ()) -> None:
-        configure_tracing()
-        route_to_serve_logs()
+        set_up_replica_process()
         self.settings = settings
         self.plugins = tuple(plugins)
         self.engine: Engine | None = None
@@ -144,8 +150,7 @@ class PipelineReplica(ServedReplica):
     def __init__(self, spec: PipelineSpec, model_types: Mapping[str, str],
                  settings: ServerSettings, models: Mapping[str, DeploymentHandle],
                  plugins: Sequence[object] = ()) -> None:
-        configure_tracing()
-        route_to_serve_logs()
+        set_up_replica_process()
         registry = registry_with(plugins)
         plan = plan_pipeline(spec, model_types, registry)
         calls = {model: node_call(models[model], model, registry.contract(model_types[model]))
@@ -172,8 +177,7 @@ class SheafIngress:
     def __init__(self, specs: Sequence[ModelSpec], settings: ServerSettings,
                  models: Mapping[str, DeploymentHandle], plugins: Sequence[object] = (),
                  pipelines: Sequence[PipelineSpec] = ()) -> None:
-        configure_tracing()  # before the app is built: it adds the tracing middleware
-        route_to_serve_logs()
+        set_up_replica_process()  # before the app is built: it adds tracing middleware
         self.engine = RemoteEngine(specs, models, settings, plugins, pipelines=pipelines)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
