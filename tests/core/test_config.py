@@ -77,3 +77,14 @@ def test_model_type_is_checked_against_the_backend() -> None:
 def test_config_round_trips_through_python() -> None:
     config = SheafConfig(models=[ModelSpec(name="a", backend="baseline")])
     assert SheafConfig.model_validate(config.model_dump()) == config
+
+
+def test_limits_are_checked_against_the_model_type_naming_each() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_backend(ModelSpec(name="f", backend="baseline",
+                                limits={"max_horizn": 10, "max_num_samples": 0}))
+    message = str(info.value)
+    assert "model 'f'" in message and "limits.max_horizn: unknown limit" in message
+    assert "max_forecast_values" in message  # the limits it has
+    assert "limits.max_num_samples: Input should be greater than or equal to 1" in message
+    build_backend(ModelSpec(name="f", backend="baseline", limits={"max_horizon": 48}))

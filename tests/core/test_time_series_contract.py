@@ -49,11 +49,40 @@ def test_model_type_is_optional_and_checked_when_given() -> None:
     ({"frequency": "fortnightly"}, "frequency"),
     ({"start": "2024-01-01T00:00:00"}, "frequency"),
     ({"colour": "red"}, "colour"),
+    ({"frequency": "999999999999W"}, "frequency"),  # once an OverflowError (500)
+    ({"frequency": "1d", "start": "9999-12-30"}, "start"),  # once a date out of range
+    ({"target_index": 3}, "target_index"),  # univariate: once an IndexError in Chronos-2
+    ({"history": [1.0, float("inf")]}, "history.1"),
+    ({"history": [float("nan"), 1.0]}, "history.0"),
+    ({"history": [None, None]}, "history"),
+    ({"history": [[1.0, None], [2.0, None]], "target_index": None}, "history"),
+    ({"history": [[None, 1.0], [None, 2.0]]}, "history"),
 ])
 def test_invalid_fields_are_named(patch: dict, field: str) -> None:
     with pytest.raises(ValidationError) as info:
         TimeSeriesRequest.model_validate({"history": [1.0, 2.0], "horizon": 2, **patch})
     assert field in fields(info.value)
+
+
+def test_json_infinity_and_nan_are_refused_naming_the_value() -> None:
+    """Python's JSON reader takes `Infinity` and `NaN`; a forecast of them would be
+    `null` where the response promises numbers."""
+    for token in ("Infinity", "-Infinity", "NaN"):
+        with pytest.raises(ValidationError) as info:
+            TimeSeriesRequest.model_validate_json(
+                f'{{"history": [1, 2, {token}, 4], "horizon": 2}}')
+        assert fields(info.value) == {"history.2"}
+
+
+def test_missing_values_are_fine_while_a_series_has_an_observed_one() -> None:
+    TimeSeriesRequest(history=[None, 1.0, None], horizon=1)
+    TimeSeriesRequest(history=[[1.0, None], [2.0, None]], horizon=1, target_index=0)
+
+
+def test_the_longest_frequency_step_is_a_century() -> None:
+    assert parse_frequency("100Y").months == 1200
+    with pytest.raises(ValueError, match="more than a century"):
+        parse_frequency("101Y")
 
 
 def test_multivariate_history_is_time_major_and_checked() -> None:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from sheaf_core import TimeSeriesRequest, TimeSeriesResponse, hookimpl
 from sheaf_core.backend import ProgressEvent
 from sheaf_core.builtin.baseline import BaselineForecaster
+from sheaf_core.deadlines import check_deadline
 
 POISON = 666.0
 
@@ -37,6 +38,8 @@ class SlowSettings(BaseModel):
     step_log: str | None = None  # ... each appending a line to this file
     deterministic: bool = True  # False: like a sampler without a seed (never cached)
     use_covariates: bool = False  # accept covariates: future ones are added to the forecast
+    work_steps: int = 0  # predict(): this many steps of step_delay_s first, checking the
+    #                      deadline before each (like a model's autoregressive steps)
 
 
 class ScriptedBackend(BaselineForecaster):
@@ -75,6 +78,12 @@ class ScriptedBackend(BaselineForecaster):
         fast = self.settings.fast_after and os.path.exists(self.settings.fast_after)
         if self.settings.delay_s and not fast:
             time.sleep(self.settings.delay_s)
+        for step in range(self.settings.work_steps):
+            check_deadline()
+            time.sleep(self.settings.step_delay_s)
+            if self.settings.step_log:
+                with open(self.settings.step_log, "a") as log:
+                    log.write(f"{step}\n")
         if any(POISON in r.target_series() for r in requests):
             raise RuntimeError("secret internal detail")
         responses = super().predict(requests)

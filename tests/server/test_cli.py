@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -123,6 +124,50 @@ def test_a_stop_signal_while_starting_on_ray_abandons_the_start_and_cleans_up(
     assert process.returncode == 0, running.output
     assert "stopped while starting" in running.output
     assert "SIGTERM received" not in running.output  # Ray's abort handler did not run
+
+
+def test_a_ray_host_leaves_no_process_behind_when_stopped_or_killed(tmp_path: Path) -> None:
+    """By PID: every process of the cluster `serve --runtime ray` started — Ray's HAProxy
+    included, which once outlived it holding its ports — is gone after a SIGTERM (which
+    also stops within the drain timeout plus Ray's shutdown) and after a SIGKILL (the
+    reaper beside the host cleans up)."""
+    import psutil
+
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - name: forecaster\n    backend: baseline\n"
+                      "    resources: {num_cpus: 0.5}\nserver: {drain_timeout_s: 5}\n")
+    for stop in (signal.SIGTERM, signal.SIGKILL):
+        ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+        env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled",
+               "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+               "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
+        port = free_port()
+        process = subprocess.Popen([str(BIN), "serve", str(config), "--runtime", "ray",
+                                    "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        running = Served(process)
+        reader = threading.Thread(target=running.read, daemon=True)
+        reader.start()
+        try:
+            running.wait_for("sheaf-server: serving", timeout=120)
+            host = psutil.Process(process.pid)
+            cluster = {p.pid: p for p in host.children(recursive=True)}
+            assert any("haproxy" in p.name() for p in cluster.values()), running.output
+            process.send_signal(stop)
+            process.wait(timeout=5 + 60)  # drain timeout, then Ray's own shutdown
+            deadline = time.monotonic() + 60
+            while left := [p for p in cluster.values() if p.is_running()
+                           and p.status() != psutil.STATUS_ZOMBIE]:
+                assert time.monotonic() < deadline, (stop, [(p.pid, p.name()) for p in left])
+                time.sleep(0.2)
+            with socket.socket() as sock:  # its port is free again
+                sock.bind(("127.0.0.1", port))
+        finally:
+            process.kill()
+            reader.join(10)
+            shutil.rmtree(ray_tmp, ignore_errors=True)
+        if stop == signal.SIGTERM:
+            assert process.returncode == 0, running.output
 
 
 def test_a_bad_config_fails_at_start_naming_model_and_field(tmp_path: Path) -> None:

@@ -44,16 +44,40 @@ def test_predict_returns_the_typed_response_under_the_request_id(base_url: str) 
     assert (answer.request_id, answer.model_name, len(answer.mean)) == ("c-1", "m", 3)
 
 
+def test_a_plain_dict_is_sent_as_it_is_and_answered_typed(base_url: str) -> None:
+    """The server validates the dict; the answer is typed from the model's contract, which
+    GET /models/m names (asked once)."""
+    body = {"history": [1.0, 2.0, 3.0, 4.0], "horizon": 3}
+    with SheafClient(base_url) as client:
+        answer = client.predict("m", body, request_id="d-1")
+        events = list(client.stream("m", body))
+        with pytest.raises(SheafHTTPError) as unknown:
+            client.predict("nope", body)
+        with pytest.raises(SheafHTTPError) as invalid:
+            client.predict("m", {**body, "horizon": 0})
+    assert isinstance(answer, TimeSeriesResponse) and answer.request_id == "d-1"
+    assert isinstance(events[-1], Result) and isinstance(events[-1].response,
+                                                         TimeSeriesResponse)
+    assert unknown.value.status == 404 and "served models: m" in unknown.value.message
+    assert [p.field for p in invalid.value.problems] == ["horizon"]
+
+    async def scenario() -> object:
+        async with AsyncSheafClient(base_url) as client:
+            return await client.predict("m", body)
+
+    assert isinstance(asyncio.run(scenario()), TimeSeriesResponse)
+
+
 def test_an_error_is_raised_at_once_with_status_fields_and_request_id(
         base_url: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "sheaf.client")
     with SheafClient(base_url, retry=FAST) as client, \
             pytest.raises(SheafHTTPError) as info:
-        client.predict("m", REQUEST.model_copy(update={"model_name": "other"}),
+        client.predict("m", REQUEST.model_copy(update={"past_covariates": {"t": [1.0] * 4}}),
                        request_id="c-2")
     error = info.value
     assert (error.status, error.code, error.request_id) == (422, "invalid_request", "c-2")
-    assert [p.field for p in error.problems] == ["model_name"]
+    assert [p.field for p in error.problems] == ["past_covariates"]
     assert not [r for r in caplog.records if "retryable" in r.getMessage()]  # 4xx: no retry
 
 
@@ -105,8 +129,8 @@ def test_a_503_with_retry_after_is_retried_until_the_model_serves(
 
 
 def test_the_retry_decision() -> None:
-    """Retry-After is waited as sent (up to the cap); statuses outside the policy and
-    4xx errors are raised; connections not made are retried with backoff."""
+    """Retry-After is waited as sent (up to the cap); statuses outside the policy, 4xx
+    errors and a failed model are raised; connections not made are retried with backoff."""
     wire = _Wire(RetryPolicy(max_retry_after_s=30), None)
 
     def error(status: int, retry_after: float | None) -> SheafHTTPError:
@@ -116,6 +140,8 @@ def test_the_retry_decision() -> None:
     assert wire.backoff(error(429, 100)) == 30
     assert wire.backoff(error(503, None)) is True
     assert wire.backoff(error(422, None)) is False and wire.backoff(error(500, 1)) is False
+    failed = SheafHTTPError(503, "model_failed", "", "id", [], None)
+    assert wire.backoff(failed) is False  # a load that failed: waiting will not heal it
     assert wire.backoff(httpx.ConnectError("refused")) is True
     assert wire.backoff(ValueError()) is False
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -64,8 +65,13 @@ def test_invalid_body_is_a_422_naming_each_field(host: Host) -> None:
         assert {d["field"] for d in body["details"]} == {"history.1", "horizon", "colour"}
         not_json = client.post("/m/predict", content=b"{nope")
         assert not_json.status_code == 422 and not_json.json()["details"][0]["field"] == "body"
-        wrong_model = client.post("/m/predict", json={**BODY, "model_name": "other"})
-        assert wrong_model.json()["details"][0]["field"] == "model_name"
+
+def test_the_route_decides_the_model_whatever_model_name_the_body_names(host: Host) -> None:
+    """sheaf-serve's clients send their deployment name in the body: the route decides,
+    and the response says which model answered."""
+    with host.serve(spec()) as client:
+        response = client.post("/m/predict", json={**BODY, "model_name": "chronos-prod"})
+        assert response.status_code == 200 and response.json()["model_name"] == "m"
 
 
 def test_a_backend_refusal_is_a_422_naming_the_field(host: Host) -> None:
@@ -140,16 +146,84 @@ def test_readiness_is_503_with_the_reason_until_loaded(host: Host, flag: Flag) -
 
 
 def test_a_model_whose_load_failed_keeps_the_others_serving(host: Host) -> None:
-    with host.serve(spec("bad", backend_kwargs={"fail_load": True}), spec("good"),
-                    wait_ready=False) as client:
-        _wait_for(lambda: client.get("/bad/ready").json()["state"] == "failed", timeout=90)
-        bad = client.get("/bad/ready")
-        assert bad.status_code == 503 and "weights are corrupt" in bad.json()["reason"]
-        assert client.post("/bad/predict", json=BODY).status_code == 503
-        _wait_for(lambda: client.get("/good/ready").status_code == 200, timeout=60)
-        assert client.post("/good/predict", json=BODY).status_code == 200
-        ready = client.get("/ready").json()
-        assert ready["ready"] is True and ready["models"]["bad"]["state"] == "failed"
+    """The failed model is refused without Retry-After (waiting will not heal it); /ready
+    stays 503 naming it, unless server.ready_when is `any`."""
+    for ready_when in ("all", "any"):
+        with host.serve(spec("bad", backend_kwargs={"fail_load": True}), spec("good"),
+                        wait_ready=False, ready_when=ready_when) as client:
+            _wait_for(lambda: client.get("/bad/ready").json()["state"] == "failed",
+                      timeout=90)
+            bad = client.get("/bad/ready")
+            assert bad.status_code == 503 and "weights are corrupt" in bad.json()["reason"]
+            refused = client.post("/bad/predict", json=BODY)
+            assert refused.status_code == 503 and refused.json()["error"] == "model_failed"
+            assert "retry-after" not in refused.headers
+            _wait_for(lambda: client.get("/good/ready").status_code == 200, timeout=60)
+            assert client.post("/good/predict", json=BODY).status_code == 200
+            ready = client.get("/ready")
+            assert ready.json()["models"]["bad"]["state"] == "failed"
+            if ready_when == "all":
+                assert ready.status_code == 503 and ready.json()["ready"] is False
+                assert "bad (failed: " in ready.json()["message"]
+                assert "good" not in ready.json()["message"]
+            else:
+                assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+HOSTILE = [  # each once a 500 (an overflow, a date past year 9999, an index out of range) or
+    #          a 200 with `null` where the schema promises numbers
+    ({"history": [1, 2, 3, 4], "horizon": 2, "frequency": "999999999999W"}, "frequency"),
+    ({"history": [1, 2, 3, 4], "horizon": 2, "frequency": "1d", "start": "9999-12-30"},
+     "start"),
+    ({"history": [1, 2, 3, 4, 5, 6, 7, 8], "horizon": 2, "target_index": 3}, "target_index"),
+    ('{"history": [1, 2, Infinity, 4, 5, 6, 7, 1], "horizon": 3, "frequency": "1d"}',
+     "history.2"),
+    ({"history": [1e308, -1e308, 1e308, 5.0], "horizon": 3}, "history"),
+    ({"history": [None, None, None], "horizon": 3}, "history"),
+]
+
+
+def test_hostile_input_is_a_422_naming_the_field(host: Host) -> None:
+    with host.serve(spec()) as client:
+        for body, field in HOSTILE:
+            response = (client.post("/m/predict", content=body) if isinstance(body, str)
+                        else client.post("/m/predict", json=body))
+            assert response.status_code == 422, response.text
+            assert [d["field"] for d in response.json()["details"]] == [field]
+        assert client.post("/m/predict", json=BODY).status_code == 200
+
+
+def test_a_request_over_the_model_s_limits_is_a_422_naming_the_limit(host: Host) -> None:
+    limits = {"max_horizon": 24, "max_forecast_values": 200}
+    with host.serve(spec(limits=limits)) as client:
+        long = client.post("/m/predict", json={**BODY, "horizon": 25})
+        assert long.status_code == 422
+        assert long.json()["details"][0]["field"] == "horizon"
+        assert "limits.max_horizon" in long.json()["details"][0]["message"]
+        many = client.post("/m/predict", json={**BODY, "horizon": 20, "num_samples": 11,
+                                               "output_mode": "samples"})
+        assert many.status_code == 422
+        assert "= 220 values" in many.json()["details"][0]["message"]
+        assert client.post("/m/predict", json={**BODY, "horizon": 20, "num_samples": 10,
+                                               "output_mode": "samples"}).status_code == 200
+        shown = client.get("/models/m").json()["limits"]
+        assert shown["max_horizon"] == 24 and shown["max_num_samples"] == 1000
+
+
+def test_a_batch_past_its_deadline_stops_at_the_backend_s_next_step(host: Host,
+                                                                   flag: Flag) -> None:
+    """The caller gets its 504 at the deadline, and the worker stops the backend at its
+    next deadline check instead of computing for nobody, then takes the next batch (which
+    stops at its own deadline too): far fewer than the 2 x 400 steps ran."""
+    log = flag("steps")
+    slow = spec(backend_kwargs={"work_steps": 400, "step_delay_s": 0.01, "step_log": log},
+                timeout_s=0.5, warmup=False)
+    with host.serve(slow) as client:
+        late = client.post("/m/predict", json=BODY)
+        assert late.status_code == 504 and late.json()["error"] == "deadline_exceeded"
+        after = client.post("/m/predict", json=BODY)  # runs once the worker is free
+        assert after.status_code == 504
+        assert steps_logged(log) < 400
 
 
 def test_a_full_queue_is_a_503_with_retry_after(host: Host) -> None:
@@ -347,11 +421,16 @@ def test_shutdown_drains_in_flight_requests() -> None:
         for thread in threads:
             thread.start()
         model = application.state.engine.models["m"]
-        for _ in range(500):  # until all six reached the server: running or queued
-            if sum(model.backend.batch_sizes) + model.batcher.queued == 6:
+        warmup = sum(model.backend.batch_sizes)  # answered before the server was ready
+
+        def arrived() -> int:  # requests running or queued
+            return sum(model.backend.batch_sizes) - warmup + model.batcher.queued
+
+        for _ in range(500):  # until all six reached the server
+            if arrived() == 6:
                 break
             time.sleep(0.01)
-        assert sum(model.backend.batch_sizes) + model.batcher.queued == 6
+        assert arrived() == 6
     for thread in threads:
         thread.join(10)
     assert results == [200] * 6
@@ -483,3 +562,24 @@ def test_streams_share_the_model_s_bounded_queue(host: Host) -> None:
 
         status, retry_after = asyncio.run(scenario())
     assert status == 503 and retry_after is not None
+
+
+def test_a_body_that_stops_arriving_is_a_408_and_the_connection_closes() -> None:
+    """Tier 1 (on Ray, HAProxy's own timeouts face the client): a client that sends part
+    of its body and stalls gets a 408 after server.body_timeout_s, not a held connection."""
+    from sheaf_core import ServerSettings
+
+    settings = ServerSettings(body_timeout_s=0.5)
+    application = build_app([spec()], settings=settings, plugins=[ScriptedPlugin()])
+    with serving(application) as client:
+        host, port = client.base_url.host, client.base_url.port
+        with socket.create_connection((host, port), timeout=10) as sock:
+            sock.sendall(b"POST /m/predict HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: 100\r\n\r\n{\"history\": [1")
+            answer = b""
+            while chunk := sock.recv(65536):  # ends when the server closes the connection
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408")
+        assert json.loads(body)["error"] == "request_timeout"
+        assert client.post("/m/predict", json=BODY).status_code == 200

@@ -91,7 +91,8 @@ def test_a_pipeline_is_not_ready_until_its_models_are(host: Host, flag: Flag) ->
         "name": "both", "output": "mix", "nodes": {
             "slow": {"model": "slow"}, "fast": {"model": "fast"},
             "mix": {"combiner": "weighted_ensemble", "inputs": ["slow", "fast"]}}})
-    with host.serve(slow, fast, pipelines=[pipeline], wait_ready=False) as client:
+    # fast first: in one process models load one at a time, in the config's order
+    with host.serve(fast, slow, pipelines=[pipeline], wait_ready=False) as client:
         deadline = time.monotonic() + 60
         while client.get("/fast/ready").status_code != 200:
             assert time.monotonic() < deadline

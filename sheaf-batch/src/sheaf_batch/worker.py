@@ -21,7 +21,8 @@ from sheaf_batch.sources import Chunk, Source
 from sheaf_core.contracts.base import BaseRequest
 from sheaf_core.spec import ModelSpec
 from sheaf_server.engine import Engine, EngineError, ModelRuntime, RequestInvalid
-from sheaf_server.engine.model import load_model, predict_each
+from sheaf_server.engine.loading import load_model
+from sheaf_server.engine.model import predict_each
 
 log = logging.getLogger("sheaf.batch")
 
@@ -49,7 +50,8 @@ def _runtime(job: JobContext) -> ModelRuntime:
         _configure_torch()
         engine = Engine([job.spec], plugins=job.plugins)
         runtime = engine.runtimes[job.spec.name]
-        load_model(runtime.backend, runtime.features)
+        load_model(runtime.backend, runtime.features, runtime.contract.response,
+                   warmup=job.spec.warmup)
         _runtimes[key] = runtime
     return runtime
 

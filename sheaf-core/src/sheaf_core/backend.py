@@ -4,7 +4,9 @@ Lifecycle, as a host drives it:
 
 1. ``Backend(**backend_kwargs)`` — cheap: validates and stores settings, imports nothing heavy.
    Hosts build backends at start-up to fail fast on bad kwargs.
-2. ``load()`` — the heavy work (import torch, read weights). Called once, off the event loop.
+2. ``load()`` — the heavy work (import torch, read weights). Called once, off the event loop,
+   one load at a time in a process; then ``predict(warmup_requests())`` — the model is
+   served only once it has answered its own samples.
 3. ``validate_request(request)`` — per request, before batching: reject what this model
    cannot answer with `InvalidRequest` naming the field (a 422), so a bad request never
    poisons a batch.
@@ -71,6 +73,14 @@ class Backend(Generic[RequestT, ResponseT]):
     def load(self) -> None:
         """Load weights and anything heavy. Override and call ``super().load()`` last."""
         self.loaded = True
+
+    def warmup_requests(self) -> Sequence[RequestT]:
+        """Small, cheap requests the loaded model must answer before it is served (hosts
+        call `validate_request` and `predict` on them right after `load`, and check the
+        answers against the contract). Called after `load`, so they may depend on the
+        loaded model (its grid, its size multiple). Keep them quick: smallest size, one
+        step. Default: none — the model is then served once loaded, unproven."""
+        return ()
 
     def validate_request(self, request: RequestT) -> None:
         """Raise `InvalidRequest` for a request this model cannot answer. Default: accept."""

@@ -1,6 +1,8 @@
 """Typed Python clients for a Sheaf server: `SheafClient` (sync) and `AsyncSheafClient`.
 
-`predict(model, request)` sends a typed request and returns the contract's typed response;
+`predict(model, request)` sends a typed request — or a plain dict, which the server validates
+— and returns the contract's typed response (for a dict, the model's contract as
+`GET /models/{model}` names it, asked once per model);
 `stream(model, request)` yields `Progress` events, then the `Result`. Refusals a server
 means to be retried — 429, 502, 503, 504, and connections that could not be made — are
 retried with exponential backoff and jitter (stamina), waiting what the server's
@@ -30,7 +32,14 @@ from sheaf_core.errors import FieldProblem, SheafError
 from sheaf_core.registry import Registry, default_registry
 
 log = logging.getLogger("sheaf.client")
+#: What `predict`/`stream` send: a typed request, or a dict the server validates.
+Request = BaseRequest | Mapping[str, Any]
 EVENT_STREAM = "text/event-stream"
+#: Error codes whose status is retryable in general but not for this error: waiting will
+#: not help (a model whose load failed).
+PERMANENT = frozenset({"model_failed"})
+#: Keys a server adds to every event's data beside the payload (`type`, `done`).
+STREAM_MARKERS = ("type", "done")
 
 
 class RetryPolicy(BaseModel):
@@ -102,15 +111,33 @@ class _Wire:
     def __init__(self, retry: RetryPolicy | None, registry: Registry | None) -> None:
         self.retry = retry or RetryPolicy()
         self.registry = registry
+        #: model name → its model type, for requests sent as dicts (from GET /models/NAME)
+        self.model_types: dict[str, str] = {}
 
-    def call(self, model: str, request: BaseRequest, request_id: str | None,
+    def call(self, request: Request, model_type: str, request_id: str | None,
              ) -> tuple[bytes, dict[str, str], type[BaseResponse]]:
+        """The body, headers and response type of one call (`model_type`: the model's)."""
         registry = self.registry or default_registry()
-        response_type = registry.contract(request.model_type).response
+        response_type = registry.contract(model_type).response
         headers = {"content-type": "application/json"}
         if request_id is not None:
             headers["x-request-id"] = request_id
-        return request.model_dump_json().encode(), headers, response_type
+        content = (request.model_dump_json().encode() if isinstance(request, BaseRequest)
+                   else json.dumps(dict(request)).encode())
+        return content, headers, response_type
+
+    @staticmethod
+    def known_type(request: Request) -> str | None:
+        """The model type a typed request names; None for a dict (ask the server)."""
+        return request.model_type if isinstance(request, BaseRequest) else None  # type: ignore[attr-defined, no-any-return]
+
+    def learn_type(self, model: str, reply: httpx.Response) -> str:
+        """The model type from GET /models/NAME's answer (an error raises)."""
+        if reply.status_code != 200:
+            raise SheafHTTPError.from_reply(reply.status_code, reply.headers, reply.content)
+        model_type: str = reply.json()["model_type"]
+        self.model_types[model] = model_type
+        return model_type
 
     def attempts(self) -> Any:
         """stamina's retry iterator (sync or async) for one call under the policy."""
@@ -127,6 +154,8 @@ class _Wire:
             log.info("sheaf client: cannot connect (%s); retryable", exc)
             return True
         if not isinstance(exc, SheafHTTPError) or exc.status not in self.retry.statuses:
+            return False
+        if exc.code in PERMANENT:
             return False
         if exc.retry_after is None:
             log.info("sheaf client: %s %s; retryable with backoff", exc.status, exc.code)
@@ -147,6 +176,8 @@ class _Wire:
               ) -> Progress | Result:
         data = json.loads(sse.data)
         if sse.event == "result":
+            for marker in STREAM_MARKERS:  # sheaf-serve's stream readers need them
+                data.pop(marker, None)
             return Result(response_type.model_validate(data))
         if sse.event == "error":
             raise SheafHTTPError.from_reply(int(data.get("status", 500)), {},
@@ -166,20 +197,22 @@ class SheafClient:
         self.http = http or httpx.Client(base_url=base_url, timeout=timeout,
                                          headers=dict(headers or {}))
 
-    def predict(self, model: str, request: BaseRequest, *,
+    def predict(self, model: str, request: Request, *,
                 request_id: str | None = None) -> BaseResponse:
-        content, headers, response_type = self._wire.call(model, request, request_id)
+        content, headers, response_type = self._wire.call(
+            request, self._model_type(model, request), request_id)
         for attempt in self._wire.attempts():
             with attempt:
                 reply = self.http.post(f"/{model}/predict", content=content, headers=headers)
                 return self._wire.answer(reply, response_type)
         raise AssertionError("unreachable: stamina raises the last error")
 
-    def stream(self, model: str, request: BaseRequest, *,
+    def stream(self, model: str, request: Request, *,
                request_id: str | None = None) -> Iterator[Progress | Result]:
         """Progress events as the server sends them, then the Result. A refusal before the
         first event is retried like `predict`; nothing is retried once events flow."""
-        content, headers, response_type = self._wire.call(model, request, request_id)
+        content, headers, response_type = self._wire.call(
+            request, self._model_type(model, request), request_id)
         outgoing = self.http.build_request("POST", f"/{model}/stream", content=content,
                                            headers={**headers, "accept": EVENT_STREAM})
         for attempt in self._wire.attempts():
@@ -194,6 +227,10 @@ class SheafClient:
                 yield self._wire.event(sse, response_type)
         finally:
             reply.close()
+
+    def _model_type(self, model: str, request: Request) -> str:
+        known = self._wire.known_type(request) or self._wire.model_types.get(model)
+        return known or self._wire.learn_type(model, self.http.get(f"/models/{model}"))
 
     def models(self) -> list[dict[str, Any]]:
         """GET /models: each served model with its state, batching and schemas."""
@@ -237,9 +274,10 @@ class AsyncSheafClient:
         self.http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout,
                                               headers=dict(headers or {}))
 
-    async def predict(self, model: str, request: BaseRequest, *,
+    async def predict(self, model: str, request: Request, *,
                       request_id: str | None = None) -> BaseResponse:
-        content, headers, response_type = self._wire.call(model, request, request_id)
+        content, headers, response_type = self._wire.call(
+            request, await self._model_type(model, request), request_id)
         async for attempt in self._wire.attempts():
             with attempt:
                 reply = await self.http.post(f"/{model}/predict", content=content,
@@ -247,9 +285,10 @@ class AsyncSheafClient:
                 return self._wire.answer(reply, response_type)
         raise AssertionError("unreachable: stamina raises the last error")
 
-    async def stream(self, model: str, request: BaseRequest, *,
+    async def stream(self, model: str, request: Request, *,
                      request_id: str | None = None) -> AsyncIterator[Progress | Result]:
-        content, headers, response_type = self._wire.call(model, request, request_id)
+        content, headers, response_type = self._wire.call(
+            request, await self._model_type(model, request), request_id)
         outgoing = self.http.build_request("POST", f"/{model}/stream", content=content,
                                            headers={**headers, "accept": EVENT_STREAM})
         async for attempt in self._wire.attempts():
@@ -264,6 +303,10 @@ class AsyncSheafClient:
                 yield self._wire.event(sse, response_type)
         finally:
             await reply.aclose()
+
+    async def _model_type(self, model: str, request: Request) -> str:
+        known = self._wire.known_type(request) or self._wire.model_types.get(model)
+        return known or self._wire.learn_type(model, await self.http.get(f"/models/{model}"))
 
     async def models(self) -> list[dict[str, Any]]:
         reply = (await self.http.get("/models")).raise_for_status()

@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from sheaf_core.codecs import PayloadSettings
+from sheaf_core.contracts.base import BaseRequest
+from sheaf_core.contracts.limits import WorkLimits
 from sheaf_core.errors import ConfigError, PluginError
 from sheaf_core.names import NAME_PATTERN, check_not_reserved
 from sheaf_core.pipeline_spec import PipelineSpec
@@ -169,6 +171,16 @@ class ModelSpec(_Strict):
     timeout_s: float | None = Field(
         default=None, gt=0, le=3600,
         description="Per-request deadline; defaults to server.request_timeout_s.")
+    limits: dict[str, Any] = Field(
+        default_factory=dict, description="How much work one request may ask of this model: "
+        "the model type's limits (time_series: max_horizon, max_num_samples, max_history, "
+        "max_forecast_values; text_to_image and image_to_image: max_pixels, max_steps, "
+        "max_images; weather: max_steps). Unset ones keep the model type's defaults; a "
+        "request over one is a 422 naming the field and the limit.")
+    warmup: bool = Field(
+        default=True, description="After loading, predict the backend's own sample "
+        "requests and serve the model only if it answers them (a broken load is then "
+        "reported failed, not served). false: served as soon as loaded.")
     ray: RayPolicy = Field(default_factory=RayPolicy)
 
     @model_validator(mode="after")
@@ -208,7 +220,14 @@ class ServerSettings(_Strict):
         default=None, description="Model answering POST /invocations (SageMaker); defaults "
         "to the only model when there is one.")
     request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    ready_when: Literal["all", "any"] = Field(
+        default="all", description="When GET /ready answers 200: once every model and "
+        "pipeline serves (all), or once loading is over and at least one does (any: for "
+        "deliberately optional models). Until then 503, naming each one not ready.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="A request whose body stops arriving for "
+        "this long is answered 408 and its connection closed.")
     drain_timeout_s: float = Field(default=30.0, ge=0, le=3600,
                                    description="Grace period for in-flight work on shutdown.")
     access_log: bool = Field(
@@ -290,6 +309,8 @@ def build_backend(spec: ModelSpec, registry: Registry | None = None) -> Any:
     if spec.model_type is not None and spec.model_type != cls.model_type:
         raise ConfigError(f"{where}: model_type: is {spec.model_type!r} but backend "
                           f"{spec.backend!r} serves {cls.model_type!r}")
+    if spec.limits and cls.model_type in registry.contracts:
+        model_limits(spec, registry.contract(cls.model_type).request)
     try:
         return cls(**spec.backend_kwargs)
     except ValidationError as exc:
@@ -298,6 +319,18 @@ def build_backend(spec: ModelSpec, registry: Registry | None = None) -> Any:
                           f"{spec.backend!r}:\n{lines}") from None
     except TypeError as exc:
         raise ConfigError(f"{where}: backend_kwargs: {exc}") from None
+
+
+def model_limits(spec: ModelSpec, request_type: type[BaseRequest]) -> WorkLimits:
+    """The spec's `limits` over its model type's defaults; ConfigError names each setting."""
+    try:
+        return request_type.Limits.model_validate(spec.limits)
+    except ValidationError as exc:
+        lines = "\n".join(f"  limits.{_loc(e['loc'])}: " + (
+            "unknown limit for this model type; it has: "
+            + ", ".join(request_type.Limits.model_fields)
+            if e["type"] == "extra_forbidden" else e["msg"]) for e in exc.errors())
+        raise ConfigError(f"model {spec.name!r}: limits are invalid:\n{lines}") from None
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

@@ -233,3 +233,24 @@ def test_original_chronos_samples_once_per_batch_and_answers_every_mode(
     assert samples.mean == pytest.approx([sum(step) / 30 for step in zip(*samples.samples,
                                                                          strict=True)],
                                          rel=1e-4)
+
+
+@pytest.mark.parametrize("save", [save_tiny_chronos, save_tiny_bolt, save_tiny_chronos2])
+def test_a_forecast_stops_at_its_deadline_at_the_next_model_call(
+        save: object, tmp_path: Path) -> None:
+    """Every autoregressive chunk (Bolt, Chronos-2) or generated token (Chronos) calls the
+    inner model; past the batch's deadline that call raises instead of computing on."""
+    import time
+
+    from sheaf_core.deadlines import DeadlinePassed, running_until
+
+    backend = ChronosBackend(model_id=str(save(tmp_path / "m")))  # type: ignore[operator]
+    backend.load()
+    calls: list[int] = []
+    backend.pipeline.inner_model.register_forward_pre_hook(lambda *_: calls.append(1))
+    request = TimeSeriesRequest(history=series(40, 1), horizon=4096)
+    with running_until(time.monotonic() - 1), pytest.raises(DeadlinePassed):
+        backend.predict([request])
+    assert calls == []  # stopped before the first model call
+    with running_until(None):  # no deadline (offline jobs): the whole forecast
+        assert len(backend.predict([request.model_copy(update={"horizon": 40})])[0].mean) == 40

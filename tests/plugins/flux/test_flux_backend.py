@@ -264,3 +264,16 @@ def test_stream_previews_are_small_pictures_when_asked_for(server: httpx.Client)
     with server.stream("POST", "/flux/stream", json={**body, "stream_preview": False}) as plain:
         assert all("preview_b64" not in data for kind, data in sse_events(plain)
                    if kind == "progress")
+
+
+def test_generation_stops_at_its_deadline_at_the_next_denoising_step(
+        flux: FluxBackend) -> None:
+    import time
+
+    from sheaf_core.deadlines import DeadlinePassed, running_until
+
+    request = TextToImageRequest(prompt="a red boat", seed=1, **SMALL)
+    with running_until(time.monotonic() - 1), pytest.raises(DeadlinePassed):
+        flux.predict([request])
+    with running_until(time.monotonic() - 1), pytest.raises(DeadlinePassed):
+        list(flux.stream(request))  # the pipeline's own thread sees the deadline too

@@ -167,3 +167,13 @@ def test_stream_sends_each_step_as_it_is_computed(server: httpx.Client) -> None:
     result = events[-1][1]
     for (_, event), step in zip(events[:3], result["steps"], strict=True):
         assert event["forecast"] == step
+
+
+def test_a_rollout_stops_at_its_deadline_between_steps(graphcast: GraphCastBackend) -> None:
+    import time
+
+    from sheaf_core.deadlines import DeadlinePassed, running_until
+
+    request = WeatherRequest.model_validate(weather_body(n_steps=3, seed=1))
+    with running_until(time.monotonic() - 1), pytest.raises(DeadlinePassed):
+        graphcast.predict([request])

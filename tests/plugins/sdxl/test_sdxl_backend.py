@@ -174,3 +174,14 @@ def test_stream_previews_are_small_pictures_when_asked_for(server: httpx.Client)
         progress = [data for kind, data in sse_events(response) if kind == "progress"]
     assert len(progress) == 2  # 4 steps x strength 0.5
     assert all(pixels(p["preview_b64"]).shape == (8, 8, 3) for p in progress)
+
+
+def test_generation_stops_at_its_deadline_at_the_next_denoising_step(
+        sdxl: SdxlBackend) -> None:
+    import time
+
+    from sheaf_core.deadlines import DeadlinePassed, running_until
+
+    for mask in (None, MASK):
+        with running_until(time.monotonic() - 1), pytest.raises(DeadlinePassed):
+            sdxl.predict([request(seed=1, mask_b64=mask)])

@@ -28,8 +28,10 @@ from sheaf_core.contracts.time_series import (
     TimeSeriesRequest,
     TimeSeriesResponse,
     forecast_timestamps,
+    magnitude_problem,
     quantile_key,
 )
+from sheaf_core.deadlines import stop_at_deadline
 from sheaf_core.errors import FieldProblem, InvalidRequest
 
 if TYPE_CHECKING:  # heavy imports happen in load()/predict(), never at discovery
@@ -39,6 +41,10 @@ if TYPE_CHECKING:  # heavy imports happen in load()/predict(), never at discover
 log = logging.getLogger("sheaf.chronos")
 
 Kind = Literal["chronos", "chronos-bolt", "chronos-2"]
+#: The models scale each series by its standard deviation in float32: squares of values
+#: near 1e19 overflow (measured: Bolt answers NaN from 1e20). 1e15 leaves room for long
+#: contexts.
+MAX_ABS_VALUE = 1e15
 
 
 class ChronosSettings(BaseModel):
@@ -80,6 +86,9 @@ class ChronosBackend(Backend[TimeSeriesRequest, TimeSeriesResponse]):
             self.kind = "chronos-bolt"
         else:
             self.kind = "chronos"
+        # Every autoregressive chunk (Bolt, Chronos-2) or generated token (Chronos) calls
+        # the inner model: a batch past its deadline stops there.
+        stop_at_deadline(self.pipeline.inner_model)
         self.grid = sorted(float(q) for q in getattr(self.pipeline, "quantiles", []) or [])
         if self.kind != "chronos" and 0.5 not in self.grid:
             raise ValueError(f"{s.model_id}: the model's quantiles {self.grid} lack 0.5 "
@@ -97,6 +106,14 @@ class ChronosBackend(Backend[TimeSeriesRequest, TimeSeriesResponse]):
             "multivariate": self.kind == "chronos-2",
             "covariates": self.kind == "chronos-2",
         }
+
+    def warmup_requests(self) -> list[TimeSeriesRequest]:
+        """A short daily-looking series, quantiles for Bolt and Chronos-2 (the model's own
+        grid), sample paths for original Chronos."""
+        mode = OutputMode.SAMPLES if self.kind == "chronos" else OutputMode.QUANTILES
+        history = [10.0 + (i % 7) + 0.1 * i for i in range(64)]
+        return [TimeSeriesRequest(history=history, horizon=8, output_mode=mode,
+                                  quantile_levels=[0.5], num_samples=2)]
 
     # -- validation --------------------------------------------------------------------------
 
@@ -122,6 +139,9 @@ class ChronosBackend(Backend[TimeSeriesRequest, TimeSeriesResponse]):
                 problems.append(FieldProblem("quantile_levels", f"{outside} lie outside the "
                                 f"model's range [{self.grid[0]}, {self.grid[-1]}]; levels "
                                 "inside it are interpolated between neighbours"))
+        too_large = magnitude_problem(request, MAX_ABS_VALUE, "float32")
+        if too_large is not None:
+            problems.append(too_large)
         limit = self.settings.max_horizon  # type: ignore[attr-defined]
         if limit is not None and request.horizon > limit:
             problems.append(FieldProblem("horizon", f"is {request.horizon}; this model "

@@ -16,9 +16,11 @@ from pydantic import Field
 from sheaf_core.backend import Backend, ProgressEvent
 from sheaf_core.contracts.images import GeneratedImage
 from sheaf_core.contracts.text_to_image import TextToImageRequest, TextToImageResponse
+from sheaf_core.deadlines import stop_at_deadline
 from sheaf_core.errors import FieldProblem, InvalidRequest
 from sheaf_diffusers import DiffusersSettings, ImageJob, generate_images, generators, load_pipeline
 from sheaf_diffusers.streaming import StepCallback, latent_preview, stepwise
+from sheaf_diffusers.warmup import smallest_side
 
 
 class FluxSettings(DiffusersSettings):
@@ -40,9 +42,16 @@ class FluxBackend(Backend[TextToImageRequest, TextToImageResponse]):
         from diffusers import FluxPipeline
 
         self.pipe, self.device = load_pipeline(FluxPipeline, self.settings)
+        stop_at_deadline(self.pipe.transformer)  # once per denoising step
         # The VAE downsamples by vae_scale_factor and the transformer packs 2x2 patches.
         self.size_multiple: int = self.pipe.vae_scale_factor * 2
         super().load()
+
+    def warmup_requests(self) -> list[TextToImageRequest]:
+        """One image at the smallest size, one step."""
+        side = smallest_side(self.size_multiple)
+        return [TextToImageRequest(prompt="a warm-up picture", height=side, width=side,
+                                   num_inference_steps=1, seed=0)]
 
     def validate_request(self, request: TextToImageRequest) -> None:
         problems = [FieldProblem(field, f"is {value}; this model needs a multiple of "

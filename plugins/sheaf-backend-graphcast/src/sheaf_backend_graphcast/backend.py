@@ -10,7 +10,7 @@ input. GraphCastNet takes one sample at a time, so a batch is answered request b
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -18,7 +18,14 @@ from pydantic import Field
 from sheaf_backend_graphcast.channels import ChannelMap
 from sheaf_core.backend import Backend, ProgressEvent
 from sheaf_core.contracts.arrays import EncodedArray
-from sheaf_core.contracts.weather import ForecastStep, WeatherRequest, WeatherResponse
+from sheaf_core.contracts.weather import (
+    ForecastStep,
+    Grid,
+    State,
+    WeatherRequest,
+    WeatherResponse,
+)
+from sheaf_core.deadlines import check_deadline
 from sheaf_core.errors import FieldProblem, InvalidRequest
 
 if TYPE_CHECKING:
@@ -62,6 +69,25 @@ class GraphCastBackend(Backend[WeatherRequest, WeatherResponse]):
         self._torch = torch
         super().load()
 
+    def warmup_requests(self) -> list[WeatherRequest]:
+        """One step from calm states: every field at its normalisation mean, on the
+        model's grid, with the states and forcings the channel map asks for."""
+        import numpy as np
+
+        channels, shape = self.settings, self.grid_shape
+        state, forcing_planes = channels.climatology(shape)
+        surface, atmospheric = channels.split(state)
+        init = datetime(2000, 1, 1, 12)
+        step = timedelta(hours=self.settings.step_hours)
+        states = [State(time=init - k * step, surface=_encoded(surface),
+                        atmospheric=_encoded(atmospheric))
+                  for k in reversed(range(channels.input_states))]
+        forcings = _encoded(dict(zip(channels.forcings, forcing_planes, strict=True)))
+        grid = Grid(lat=np.linspace(-90, 90, shape[0]).tolist(),
+                    lon=(np.arange(shape[1]) * 360 / shape[1]).tolist())
+        return [WeatherRequest(init_time=init, n_steps=1, grid=grid, levels=channels.levels,
+                               states=states, forcings=forcings)]
+
     def validate_request(self, request: WeatherRequest) -> None:
         problems = self.settings.problems(request)
         if request.grid.shape != self.grid_shape:
@@ -87,9 +113,10 @@ class GraphCastBackend(Backend[WeatherRequest, WeatherResponse]):
         states = [channels.state_array(request, s) for s in request.states]
         times = request.valid_times(timedelta(hours=self.settings.step_hours))
         for k, valid_time in enumerate(times):
+            check_deadline()  # a batch past its deadline stops between steps
             x = channels.model_input(states, channels.forcings_at(request, k))
             states.append(channels.next_state(states[-1], self._forward(x)))
-            surface, atmospheric = channels.split(request, states[-1])
+            surface, atmospheric = channels.split(states[-1])
             yield ForecastStep(step=k + 1, valid_time=valid_time,
                                surface=_encoded(surface), atmospheric=_encoded(atmospheric))
 

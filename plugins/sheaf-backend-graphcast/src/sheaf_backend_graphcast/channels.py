@@ -154,8 +154,7 @@ class ChannelMap(BaseModel):
         mean, std = self._vectors(self.normalization)
         return (output * std + mean).astype("float32")
 
-    def split(self, request: WeatherRequest, array: np.ndarray,
-              ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def split(self, array: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """A state `(channels, lat, lon)` → (surface name → [lat][lon], atmospheric name →
         [level][lat][lon] over the model's levels)."""
         import numpy as np
@@ -170,6 +169,16 @@ class ChannelMap(BaseModel):
         atmospheric = {name: np.stack([planes[lv] for lv in sorted(planes)])
                        for name, planes in by_level.items()}
         return surface, atmospheric
+
+    def climatology(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Every field at its normalisation mean on a `shape` grid: a state
+        `(channels, lat, lon)` and the forcings `(len(forcings), lat, lon)`."""
+        import numpy as np
+
+        state_means, _ = self._vectors(self.normalization)
+        forcing_means, _ = self._forcing_vectors()
+        return (np.broadcast_to(state_means, (len(state_means), *shape)).copy(),
+                np.broadcast_to(forcing_means, (len(forcing_means), *shape)).copy())
 
     def _vectors(self, stats: dict[str, Stats]) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np

@@ -20,9 +20,11 @@ from sheaf_core.contracts.image_to_image import (
     denoising_steps,
 )
 from sheaf_core.contracts.images import GeneratedImage
+from sheaf_core.deadlines import stop_at_deadline
 from sheaf_core.errors import FieldProblem, InvalidRequest
 from sheaf_diffusers import DiffusersSettings, ImageJob, generate_images, generators, load_pipeline
 from sheaf_diffusers.streaming import StepCallback, latent_preview, stepwise
+from sheaf_diffusers.warmup import plain_image_b64, smallest_side
 
 
 class SdxlBackend(Backend[ImageToImageRequest, ImageToImageResponse]):
@@ -41,9 +43,19 @@ class SdxlBackend(Backend[ImageToImageRequest, ImageToImageResponse]):
         self.img2img, self.device = load_pipeline(StableDiffusionXLImg2ImgPipeline,
                                                   self.settings)
         self.inpaint = StableDiffusionXLInpaintPipeline.from_pipe(self.img2img)
+        stop_at_deadline(self.img2img.unet)  # once per denoising step; shared by inpaint
         self.inpaint.set_progress_bar_config(disable=True)
         self.size_multiple: int = self.img2img.vae_scale_factor
         super().load()
+
+    def warmup_requests(self) -> list[ImageToImageRequest]:
+        """Both pipelines once — img2img, and inpainting with a mask — at the smallest
+        size, one denoising step."""
+        side = smallest_side(self.size_multiple)
+        image = plain_image_b64(side)
+        return [ImageToImageRequest(prompt="a warm-up picture", image_b64=image, strength=1.0,
+                                    num_inference_steps=1, seed=0, mask_b64=mask)
+                for mask in (None, plain_image_b64(side, "L", 255))]
 
     def validate_request(self, request: ImageToImageRequest) -> None:
         width, height = request.image_size

@@ -9,6 +9,7 @@ step's callback sees: it raises, the pipeline unwinds, and the thread ends.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -59,7 +60,9 @@ def stepwise(run: Callable[[StepCallback], R], total: int,
         finally:
             updates.put(None)
 
-    thread = threading.Thread(target=work, name="sheaf-diffusers-stream", daemon=True)
+    # The pipeline's thread sees the stream's deadline (`sheaf_core.deadlines`) too.
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(work,),
+                              name="sheaf-diffusers-stream", daemon=True)
     thread.start()
     try:
         while (event := updates.get()) is not None:

@@ -21,9 +21,14 @@ from sheaf_core.contracts.time_series import (
     TimeSeriesRequest,
     TimeSeriesResponse,
     forecast_timestamps,
+    magnitude_problem,
     quantile_key,
 )
 from sheaf_core.errors import FieldProblem, InvalidRequest
+
+#: Seasonal errors double a value and the widest quantile widens them 64-fold: within
+#: ±1e300 every forecast stays a finite float64.
+MAX_ABS_VALUE = 1e300
 
 
 class BaselineSettings(BaseModel):
@@ -47,13 +52,15 @@ class BaselineForecaster(Backend[TimeSeriesRequest, TimeSeriesResponse]):
             field = "past_covariates" if request.past_covariates else "future_covariates"
             problems.append(FieldProblem(field, "the baseline forecaster does not use "
                                          "covariates; send them to a Chronos-2 model"))
-        for index, series in enumerate(request.variates()):
-            if all(math.isnan(x) for x in series):
-                where = f"history (variate {index})" if request.is_multivariate else "history"
-                problems.append(FieldProblem("history", f"{where} has no observed value"))
-                break
+        too_large = magnitude_problem(request, MAX_ABS_VALUE, "float64")
+        if too_large is not None:
+            problems.append(too_large)
         if problems:
             raise InvalidRequest(problems)
+
+    def warmup_requests(self) -> list[TimeSeriesRequest]:
+        return [TimeSeriesRequest(history=[float(i % 7) for i in range(28)], horizon=7,
+                                  frequency="1d", output_mode=OutputMode.QUANTILES)]
 
     def predict(self, requests: Sequence[TimeSeriesRequest]) -> list[TimeSeriesResponse]:
         return [self._answer(request) for request in requests]

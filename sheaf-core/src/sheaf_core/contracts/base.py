@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sheaf_core.contracts.limits import WorkLimits
+
 if TYPE_CHECKING:
     from sheaf_core.contracts.features import FeatureReference
 
@@ -18,11 +20,16 @@ class BaseRequest(BaseModel):
 
     `model_type` is declared by each subclass as a `Literal` defaulting to its own value, so a
     body may omit it when the route already names the model, and a wrong value is a 422.
+    Numbers must be finite: `NaN`/`Infinity` (which Python's JSON reader accepts) are a 422
+    naming the field; contracts mark missing values with `null` where they allow them.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model_type_name: ClassVar[str] = ""
+    #: The contract's work limits (`sheaf_core.contracts.limits`): what one request may ask
+    #: of a model, with defaults a model's spec adjusts under `limits:`.
+    Limits: ClassVar[type[WorkLimits]] = WorkLimits
 
     request_id: str | None = Field(
         default=None,
@@ -33,8 +40,9 @@ class BaseRequest(BaseModel):
     model_name: str | None = Field(
         default=None,
         max_length=128,
-        description="Optional. Checked against the route's model; selects the model on "
-        "POST /invocations.",
+        description="Optional. On a model's route the route decides which model answers "
+        "(the response's model_name says which did); on POST /invocations it selects the "
+        "model.",
     )
 
     def deterministic(self) -> bool:
@@ -56,9 +64,13 @@ class BaseRequest(BaseModel):
 
 
 class BaseResponse(BaseModel):
-    """Fields common to every response; the engine fills `request_id` and `model_name`."""
+    """Fields common to every response; the engine fills `request_id` and `model_name`.
 
-    model_config = ConfigDict(extra="forbid")
+    Numbers must be finite: JSON has no NaN, and writing one as `null` would break the
+    schema that promises a number. A backend that computes a non-finite value fails that
+    request (a 500 the server logs) instead of answering it wrongly."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     request_id: str | None = None
     model_name: str | None = None

@@ -31,6 +31,8 @@ _SEASON: dict[str, int] = {"s": 60, "sec": 60, "min": 60, "t": 60, "h": 24, "d":
 _PATTERN = re.compile(r"^\s*(\d*)\s*([A-Za-z]+)(?:-[A-Za-z]+)?\s*$")
 
 SUPPORTED = "a count and a unit: s, min (or T), h, D, B, W, M (MS/ME), Q (QS/QE), Y (YS/YE)"
+#: The longest step a frequency may take: a century (timestamps end in year 9999).
+MAX_STEP = timedelta(days=36_525)
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,20 @@ class Frequency:
         return max(1, per_unit // self.count) if per_unit % self.count == 0 else 1
 
     def timestamps(self, start: datetime, offset: int, n: int) -> list[datetime]:
-        """The `n` timestamps that follow `offset` steps after `start`."""
+        """The `n` timestamps that follow `offset` steps after `start`. OverflowError
+        past year 9999 (`reaches` checks first)."""
         if self.step is not None:
             return [start + self.step * (offset + i) for i in range(n)]
         return [_add_months(start, self.months * (offset + i)) for i in range(n)]
+
+
+    def reaches(self, start: datetime, steps: int) -> bool:
+        """Whether the timestamp `steps` steps after `start` exists (year 9999 at most)."""
+        try:
+            self.timestamps(start, steps, 1)
+        except (OverflowError, ValueError):
+            return False
+        return True
 
 
 def parse_frequency(text: str) -> Frequency:
@@ -65,6 +77,9 @@ def parse_frequency(text: str) -> Frequency:
     count = int(match.group(1) or 1)
     if count < 1:
         raise ValueError(f"frequency {text!r} must step forward by at least 1")
+    unit_step = _FIXED.get(unit, timedelta(days=30.4375 * _MONTHS.get(unit, 0)))
+    if count > MAX_STEP / unit_step:
+        raise ValueError(f"frequency {text!r} steps more than a century at a time")
     if unit in _FIXED:
         return Frequency(text=text, step=_FIXED[unit] * count, months=0, unit=unit, count=count)
     return Frequency(text=text, step=None, months=_MONTHS[unit] * count, unit=unit, count=count)

@@ -12,7 +12,7 @@ denoising step. The decoded image and mask ride on the request for the backend
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 
@@ -25,9 +25,12 @@ from sheaf_core.contracts.images import (
     SIZE_MULTIPLE,
     ImageDecodeError,
     ImageFormat,
+    ImageLimits,
     Prompt,
+    SheafServeAdapters,
     decode_image,
 )
+from sheaf_core.contracts.limits import WorkLimits
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -43,10 +46,12 @@ def denoising_steps(num_inference_steps: int, strength: float) -> int:
     return min(int(num_inference_steps * strength), num_inference_steps)
 
 
-class ImageToImageRequest(BaseRequest):
+class ImageToImageRequest(BaseRequest, SheafServeAdapters):
     """Transform `image_b64` (inside `mask_b64`'s white area, when given) towards `prompt`."""
 
     model_type: ImageToImageType = "image_to_image"
+    Limits: ClassVar[type[WorkLimits]] = ImageLimits
+    size_field: ClassVar[str] = "image_b64"
 
     prompt: Prompt
     image_b64: str = Field(description="The input image: PNG, JPEG or WebP, base64. Its size "
@@ -118,6 +123,10 @@ class ImageToImageRequest(BaseRequest):
     def image_size(self) -> tuple[int, int]:
         """(width, height) of the input image, which the output has too."""
         return self.decoded_image.size
+
+    @property
+    def steps_run(self) -> int:
+        return denoising_steps(self.num_inference_steps, self.strength)
 
     def deterministic(self) -> bool:
         """Without a seed the server picks a random one: never answered from the cache."""

@@ -17,7 +17,11 @@ import random
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from sheaf_core.contracts._validation import field_errors
+from sheaf_core.contracts.limits import WorkLimits, over_limit
+from sheaf_core.errors import FieldProblem
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -35,6 +39,8 @@ MAX_SEED = 2**32 - 1
 MAX_IMAGES = 8
 MAX_PROMPT_CHARS = 10_000
 MAX_GUIDANCE = 100.0
+#: Pixels of one image a request may ask for by default (see `ImageLimits`): 2048x2048.
+DEFAULT_MAX_PIXELS = 2048 * 2048
 
 
 def _not_blank(text: str) -> str:
@@ -64,6 +70,61 @@ class GeneratedImage(BaseModel):
     image_b64: str = Field(description="The image, base64, in the response's `output_format`.")
     seed: int = Field(description="Send it back as `seed` (with num_images 1) to get this "
                       "image again.")
+
+
+class SheafServeAdapters(BaseModel):
+    """sheaf-serve's LoRA fields, accepted so that its clients' bodies pass unchanged:
+    `adapters: []` and `adapter_weights: null` are its defaults. Sheaf does not serve LoRA
+    adapters yet, so naming one is a 422 saying so."""
+
+    adapters: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=16,
+        description="sheaf-serve's LoRA adapter names: only [] is accepted (LoRA adapters "
+        "are not supported yet).")
+    adapter_weights: list[float] | None = Field(
+        default=None, max_length=16, description="sheaf-serve's adapter weights: only null.")
+
+    @model_validator(mode="after")
+    def _no_adapters(self) -> SheafServeAdapters:
+        unsupported = "LoRA adapters are not supported yet; send [] or leave it out"
+        field_errors(type(self).__name__, [
+            ((field,), unsupported if field == "adapters" else
+             "adapter weights need adapters, which are not supported yet; send null",
+             value)
+            for field, value in (("adapters", self.adapters),
+                                 ("adapter_weights", self.adapter_weights))
+            if value])
+        return self
+
+
+class ImageLimits(WorkLimits):
+    """What one image request may ask for. Its work grows with pixels x denoising steps x
+    images (and attention with the square of the pixels), so each is bounded."""
+
+    max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=MIN_SIDE * MIN_SIDE,
+                            le=MAX_SIDE * MAX_SIDE,
+                            description="width x height of one image (default 2048x2048).")
+    max_steps: int = Field(default=200, ge=1, le=500,
+                           description="Denoising steps run (image-to-image: "
+                           "int(num_inference_steps x strength)).")
+    max_images: int = Field(default=MAX_IMAGES, ge=1, le=MAX_IMAGES)
+
+    def problems(self, request: Any) -> list[FieldProblem]:
+        """`request` has `image_size` (width, height), `steps_run`, `num_images` (or one)
+        and `size_field` (the field a size problem names)."""
+        found = []
+        width, height = request.image_size
+        if width * height > self.max_pixels:
+            found.append(over_limit(request.size_field, f"{width}x{height} "
+                                    f"({width * height} pixels)", f"{self.max_pixels} pixels",
+                                    "max_pixels"))
+        if request.steps_run > self.max_steps:
+            found.append(over_limit("num_inference_steps", f"{request.steps_run} steps run",
+                                    self.max_steps, "max_steps"))
+        images = getattr(request, "num_images", 1)
+        if images > self.max_images:
+            found.append(over_limit("num_images", images, self.max_images, "max_images"))
+        return found
 
 
 def pick_seed(seed: int | None) -> int:

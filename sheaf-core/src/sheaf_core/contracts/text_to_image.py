@@ -8,7 +8,7 @@ and `seed`, as before; further ones are in `additional_images`, each with its ow
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -23,8 +23,11 @@ from sheaf_core.contracts.images import (
     SIZE_MULTIPLE,
     GeneratedImage,
     ImageFormat,
+    ImageLimits,
     Prompt,
+    SheafServeAdapters,
 )
+from sheaf_core.contracts.limits import WorkLimits
 
 MAX_STEPS = 200
 
@@ -37,10 +40,12 @@ def _side(default: int, what: str) -> Any:
                  "of 16).")
 
 
-class TextToImageRequest(BaseRequest):
+class TextToImageRequest(BaseRequest, SheafServeAdapters):
     """Generate `num_images` images of `prompt`."""
 
     model_type: TextToImageType = "text_to_image"
+    Limits: ClassVar[type[WorkLimits]] = ImageLimits
+    size_field: ClassVar[str] = "width"
 
     prompt: Prompt
     negative_prompt: str = Field(
@@ -63,6 +68,15 @@ class TextToImageRequest(BaseRequest):
     stream_preview: bool = Field(
         default=False, description="With /stream: each progress event carries a small, "
         "rough preview of the image so far (`preview_b64`, PNG at 1/8 of the size).")
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of each image."""
+        return self.width, self.height
+
+    @property
+    def steps_run(self) -> int:
+        return self.num_inference_steps
 
     def deterministic(self) -> bool:
         """Without a seed the server picks a random one: never answered from the cache."""

@@ -16,14 +16,24 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 
 from sheaf_core.contracts._validation import field_errors
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
 from sheaf_core.contracts.features import FeatureName, FeatureReference, Location
 from sheaf_core.contracts.frequency import Frequency, parse_frequency
+from sheaf_core.contracts.limits import WorkLimits, over_limit
+from sheaf_core.errors import FieldProblem
 
 MAX_HISTORY_LENGTH = 100_000
 MAX_VARIATES = 256
@@ -31,6 +41,8 @@ MAX_HORIZON = 4096
 MAX_QUANTILE_LEVELS = 99
 MAX_SAMPLES = 1000
 MAX_COVARIATES = 64
+#: Forecast values one request may ask for by default (see `TimeSeriesLimits`).
+DEFAULT_MAX_FORECAST_VALUES = 409_600
 
 Value = float | None
 Series = Annotated[list[Value], Field(min_length=1, max_length=MAX_HISTORY_LENGTH)]
@@ -100,10 +112,64 @@ class SeriesFeatures(FeatureReference):
                    for covariate, name in self.future_covariates.items()])
 
 
+class SheafServeFeatureRef(BaseModel):
+    """sheaf-serve's `feature_ref`: one feature holding the whole history. Read as
+    `features: {feature_view, entity: {entity_key: entity_value}, target: [feature_name]}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature_view: FeatureName
+    feature_name: FeatureName
+    entity_key: FeatureName
+    entity_value: str | int
+
+    def as_features(self) -> SeriesFeatures:
+        return SeriesFeatures(feature_view=self.feature_view,
+                              entity={self.entity_key: self.entity_value},
+                              target=[self.feature_name])
+
+
+class TimeSeriesLimits(WorkLimits):
+    """What one forecast may ask for. A forecast's work — and its answer's size — grows
+    with horizon x sample paths x series forecast; `max_forecast_values` bounds that
+    product (by default 4096 steps of 100 paths), the others each factor."""
+
+    max_horizon: int = Field(default=MAX_HORIZON, ge=1, le=MAX_HORIZON)
+    max_num_samples: int = Field(default=MAX_SAMPLES, ge=1, le=MAX_SAMPLES)
+    max_history: int = Field(default=MAX_HISTORY_LENGTH, ge=1, le=MAX_HISTORY_LENGTH,
+                             description="Time steps of history.")
+    max_forecast_values: int = Field(
+        default=DEFAULT_MAX_FORECAST_VALUES, ge=1,
+        description="horizon x paths (num_samples in samples mode, else 1) x variates "
+        "forecast (all of them for a joint forecast, else 1).")
+
+    def problems(self, request: TimeSeriesRequest) -> list[FieldProblem]:
+        found = []
+        if request.horizon > self.max_horizon:
+            found.append(over_limit("horizon", request.horizon, self.max_horizon,
+                                    "max_horizon"))
+        paths = request.num_samples if request.output_mode is OutputMode.SAMPLES else 1
+        if paths > self.max_num_samples:
+            found.append(over_limit("num_samples", paths, self.max_num_samples,
+                                    "max_num_samples"))
+        length = len(request.history or ())
+        if length > self.max_history:
+            found.append(over_limit("history", f"{length} steps long", self.max_history,
+                                    "max_history"))
+        values = request.horizon * paths * (request.n_variates if request.joint else 1)
+        if values > self.max_forecast_values:
+            found.append(over_limit(
+                "horizon", request.horizon, f"{self.max_forecast_values} forecast values",
+                "max_forecast_values", f" (x {paths} paths x "
+                f"{request.n_variates if request.joint else 1} series = {values} values)"))
+        return found
+
+
 class TimeSeriesRequest(BaseRequest):
     """Forecast `horizon` steps after `history`."""
 
     model_type: Literal["time_series"] = "time_series"
+    Limits: ClassVar[type[WorkLimits]] = TimeSeriesLimits
 
     history: History | None = Field(
         default=None, description="Univariate `[x0, x1, ...]` or time-major multivariate "
@@ -112,6 +178,9 @@ class TimeSeriesRequest(BaseRequest):
     features: SeriesFeatures | None = Field(
         default=None, description="Instead of `history`: where the history (and covariates) "
         "live in the model's Feast feature store; the server reads them (docs/feast.md).")
+    feature_ref: SheafServeFeatureRef | None = Field(
+        default=None, description="sheaf-serve's form of `features` (one feature holding "
+        "the history), accepted for its clients; `null` is ignored.")
     target_index: int | None = Field(
         default=0, ge=0, lt=MAX_VARIATES,
         description="Multivariate only: the variate to forecast (the others inform it, where "
@@ -146,6 +215,11 @@ class TimeSeriesRequest(BaseRequest):
     @model_validator(mode="after")
     def _check_shapes(self) -> TimeSeriesRequest:
         problems: list[tuple[tuple[str | int, ...], str, object]] = []
+        if self.feature_ref is not None:  # sheaf-serve's reference: read as `features`
+            if self.features is not None:
+                field_errors(type(self).__name__, [(("feature_ref",), "give features or "
+                                                    "feature_ref, not both", None)])
+            self.features, self.feature_ref = self.feature_ref.as_features(), None
         if (self.history is None) == (self.features is None):
             problems.append((("history",), "give the history, or name it in the feature "
                              "store with `features` (one of the two)", None))
@@ -161,6 +235,11 @@ class TimeSeriesRequest(BaseRequest):
             if self.target_index is not None and self.target_index >= width:
                 problems.append((("target_index",), f"is {self.target_index} but history has "
                                  f"{width} variates (0..{width - 1})", self.target_index))
+        elif self.history is not None and self.target_index not in (0, None):
+            problems.append((("target_index",), f"is {self.target_index} but history is "
+                             "univariate (one variate: 0)", self.target_index))
+        if self.history is not None and not problems:  # shapes and target_index are sound
+            problems.extend(self._unobserved())
         if len(set(self.quantile_levels)) != len(self.quantile_levels):
             problems.append((("quantile_levels",), "levels must be unique",
                              self.quantile_levels))
@@ -178,8 +257,27 @@ class TimeSeriesRequest(BaseRequest):
                                  "past_covariates (its values over the history)", name))
         if self.start is not None and self.frequency is None:
             problems.append((("frequency",), "is required when `start` is given", None))
+        elif self.start is not None and length is not None and not problems:
+            steps = length - 1 + self.horizon
+            if not parse_frequency(self.frequency).reaches(self.start, steps):  # type: ignore[arg-type]
+                problems.append((("start",), f"the forecast's last timestamp, {steps} steps of "
+                                 f"{self.frequency!r} after start, would pass year 9999",
+                                 self.start))
         field_errors(type(self).__name__, problems)
         return self
+
+    def _unobserved(self) -> list[tuple[tuple[str | int, ...], str, object]]:
+        """A forecast needs at least one observed (non-null) value in each series it
+        forecasts: the target variate, or every variate of a joint forecast."""
+        forecast = range(self.n_variates) if self.joint else [self.target_index or 0]
+        history = self.history or []
+        for j in forecast:
+            values = (row[j] for row in history) if self.is_multivariate else iter(history)
+            if all(value is None for value in values):
+                where = f"variate {j} of history" if self.is_multivariate else "history"
+                return [(("history",), f"{where} has no observed value (only nulls): there is "
+                         "nothing to forecast from", None)]
+        return []
 
     def feature_reference(self) -> SeriesFeatures | None:
         return self.features
@@ -250,6 +348,16 @@ class TimeSeriesRequest(BaseRequest):
         columns = zip(*self.history, strict=True)  # type: ignore[misc]
         return [[nan if x is None else x for x in column] for column in columns]
 
+    def largest_magnitude(self) -> float:
+        """The largest absolute value in the history and covariates (0 if none): what a
+        backend compares with the range its arithmetic holds (`magnitude_problem`)."""
+        rows: list[Any] = ([value for row in self.history for value in row]
+                           if self.is_multivariate else list(self.history or []))
+        for series in [*(self.past_covariates or {}).values(),
+                       *(self.future_covariates or {}).values()]:
+            rows.extend(series)
+        return max((abs(value) for value in rows if value is not None), default=0.0)
+
     def target_series(self) -> list[float]:
         """The single series to forecast when not joint (NaN for missing values)."""
         series = self.variates()
@@ -275,6 +383,19 @@ class TimeSeriesResponse(BaseResponse):
         default=None, description="`num_samples` sample paths.")
     timestamps: list[datetime] | None = Field(
         default=None, description="One per horizon step, when `start` and `frequency` are given.")
+
+
+def magnitude_problem(request: TimeSeriesRequest, limit: float,
+                      arithmetic: str) -> FieldProblem | None:
+    """A 422 for values beyond what a backend's arithmetic holds (a forecast of them would
+    overflow to NaN), or None."""
+    largest = request.largest_magnitude()
+    if largest <= limit:
+        return None
+    return FieldProblem("history", f"holds a value of magnitude {largest:.3g}; this model "
+                        f"computes in {arithmetic} and takes values within ±{limit:g}: divide "
+                        "the series (and covariates) by a constant and multiply the forecast "
+                        "back")
 
 
 def quantile_key(level: float) -> str:

@@ -16,13 +16,15 @@ the ones its model was trained on.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sheaf_core.contracts._validation import field_errors
 from sheaf_core.contracts.arrays import EncodedArray
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
+from sheaf_core.contracts.limits import WorkLimits, over_limit
+from sheaf_core.errors import FieldProblem
 
 MAX_STEPS = 240  # 60 days of 6-hour steps
 MAX_STATES = 4
@@ -69,10 +71,24 @@ class State(BaseModel):
                                    "[level][lat][lon], levels as in `levels`")
 
 
+class WeatherLimits(WorkLimits):
+    """What one forecast may ask for: a rollout's work grows with its steps (the grid is
+    the model's own)."""
+
+    max_steps: int = Field(default=MAX_STEPS, ge=1, le=MAX_STEPS,
+                           description="Autoregressive steps (n_steps).")
+
+    def problems(self, request: WeatherRequest) -> list[FieldProblem]:
+        if request.n_steps > self.max_steps:
+            return [over_limit("n_steps", request.n_steps, self.max_steps, "max_steps")]
+        return []
+
+
 class WeatherRequest(BaseRequest):
     """Forecast `n_steps` steps after `init_time` from `states`."""
 
     model_type: Literal["weather"] = "weather"
+    Limits: ClassVar[type[WorkLimits]] = WeatherLimits
 
     init_time: datetime = Field(description="Time of the last state; step k is valid at "
                                 "init_time + k * the model's step.")

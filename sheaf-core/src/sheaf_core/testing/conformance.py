@@ -18,7 +18,9 @@ Subclass it in your plugin's tests and supply the backend::
 It checks what hosts rely on: registration through entry points, a cheap constructor,
 settings that reject unknown kwargs, batch-first predict (one answer per request, in
 order), answers that do not depend on batch composition, responses that validate against
-the registered contract and survive JSON, and an empty batch.
+the registered contract and survive JSON, an empty batch, and warm-up requests
+(`Backend.warmup_requests`) that the loaded model answers — hosts serve a model only once
+it has.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 
 from sheaf_core.backend import Backend
 from sheaf_core.registry import Registry, discover
+from sheaf_core.warmup import warm_up
 
 
 class BackendConformance:
@@ -115,6 +118,11 @@ class BackendConformance:
         for response in loaded_backend.predict(sample_requests):
             again = contract.response.model_validate_json(response.model_dump_json())
             self.assert_same(_payload(response), _payload(again))
+
+    def test_warmup_requests_are_answered(self, registry: Registry,
+                                          loaded_backend: Backend[Any, Any]) -> None:
+        assert list(loaded_backend.warmup_requests()), "warmup_requests() returns none"
+        warm_up(loaded_backend, registry.contract(loaded_backend.model_type).response)
 
     def test_describe_is_json(self, loaded_backend: Backend[Any, Any]) -> None:
         json.dumps(loaded_backend.describe(), default=str)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,6 +31,7 @@ from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig
 from sheaf_server import __version__
 from sheaf_server.asgi.body import read_body
 from sheaf_server.asgi.errors import ERROR_RESPONSES, error_body, error_response
+from sheaf_server.asgi.events import server_sent_events
 from sheaf_server.asgi.fast_path import FastPathMiddleware, Handler, render_error
 from sheaf_server.asgi.metrics import MetricsMiddleware
 from sheaf_server.asgi.openapi import answer_formats, body_models, build_openapi, request_body
@@ -48,7 +49,6 @@ from sheaf_server.engine.errors import RequestInvalid
 from sheaf_server.engine.metrics import exposition
 from sheaf_server.engine.model import ModelState
 from sheaf_server.engine.served import StreamingModel
-from sheaf_server.engine.streaming import EventStream
 
 log = logging.getLogger("sheaf.server")
 T = TypeVar("T")
@@ -115,7 +115,7 @@ async def _predict(request: Request, engine: ServingEngine, runtime: ServedModel
     """HTTP around the engine's request path: read the body, watch the connection, and
     answer under the id the engine settled on."""
     if body is None:
-        body = await read_body(request, engine.settings.max_body_bytes)
+        body = await read_body(request, engine.settings)
     state = request.scope["state"]
     answer = await _until_disconnect(request, runtime.handle(
         body, state[STATE_KEY], body_id_wins=state[GENERATED_KEY],
@@ -152,28 +152,16 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 async def _stream(request: Request, engine: ServingEngine,
                   runtime: StreamingModel) -> Response:
-    """Server-sent events: `progress` events as the backend reports them, then one `result`
-    (the response, as `predict` returns it) or one `error` (the error body, with `status`).
+    """Server-sent events (`asgi.events`): `progress` events as the backend reports them,
+    then one `result` (the response, as `predict` returns it) or one `error`.
     Whatever fails before the stream starts — not ready, a 422, overload — is a plain error
     response. A client that disconnects cancels the request (see `engine.streaming`)."""
-    body = await read_body(request, engine.settings.max_body_bytes)
+    body = await read_body(request, engine.settings)
     state = request.scope["state"]
     state[STATE_KEY], stream = await runtime.stream(
         body, state[STATE_KEY], body_id_wins=state[GENERATED_KEY],
         media_type=media_type_of(request.headers.get("content-type")))
-    return EventSourceResponse(_sse(stream, state[STATE_KEY]))
-
-
-async def _sse(stream: EventStream, request_id: str) -> AsyncIterator[ServerSentEvent]:
-    events = stream.events()
-    try:
-        async for kind, data in events:
-            yield ServerSentEvent(data, event=kind)
-    except EngineError as exc:
-        body = {**error_body(exc, exc.request_id or request_id), "status": exc.status}
-        yield ServerSentEvent(json.dumps(body), event="error")
-    finally:
-        await events.aclose()
+    return EventSourceResponse(server_sent_events(stream, state[STATE_KEY]))
 
 
 def _add_model_routes(app: FastAPI, engine: ServingEngine, runtime: ServedModel) -> None:
@@ -224,10 +212,16 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
         return {"status": "ok"}
 
     @app.get("/ready", tags=["server"],
-             summary="200 once loading is over and a model serves; lists each model's state")
+             summary="200 once every model serves (server.ready_when: all) or one does "
+             "(any); else 503 naming each model not ready and why")
     async def ready() -> JSONResponse:
         ok, models = engine.readiness()
-        return JSONResponse({"ready": ok, "models": models}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok, "models": models}
+        if not ok:
+            waiting = [f"{name} ({m['state']}: {m['reason']})" for name, m in models.items()
+                       if m["state"] != ModelState.READY.value]
+            body["message"] = "not ready: " + ", ".join(waiting)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/models", tags=["server"], summary="Served models with their JSON schemas")
     async def models() -> dict[str, Any]:
@@ -244,7 +238,9 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
         return Response(body, media_type=content_type)
 
     @app.get("/ping", tags=["sagemaker"], summary="SageMaker health: the default model's "
-             "readiness")
+             "readiness", response_class=Response,
+             responses={200: {"description": "Ready (no body)"},
+                        503: {"description": "Not ready (no body)"}})
     async def ping() -> Response:
         name = engine.default_model
         runtimes = [engine.models[name]] if name else list(engine.models.values())
@@ -261,7 +257,7 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
 
 
 async def _invocations(request: Request, engine: ServingEngine) -> Response:
-    body = await read_body(request, engine.settings.max_body_bytes)
+    body = await read_body(request, engine.settings)
     name = request.headers.get(SAGEMAKER_TARGET) or engine.default_model
     many = media_type_of(request.headers.get("content-type")) in JSON_LINES
     if name is None:

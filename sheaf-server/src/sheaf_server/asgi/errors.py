@@ -32,6 +32,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     for status, text in (
         (404, "Unknown model, or no entity in the feature store for the request's "
               "`features.entity`"),
+        (408, "The request body stopped arriving (server.body_timeout_s)"),
         (413, "Request body over server.max_body_bytes"),
         (415, "A body format (Content-Type) this model does not read; the message lists "
               "those it does"),
@@ -60,5 +61,7 @@ def error_response(exc: EngineError, request_id: str) -> Response:
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(int(max(1, exc.retry_after)))
+    if exc.status == 408:  # the rest of the body may still come: this connection is done
+        headers["Connection"] = "close"
     return Response(json.dumps(body), status_code=exc.status, headers=headers,
                     media_type="application/json")

@@ -5,7 +5,9 @@ leaves when it is full, when its oldest request has waited `max_wait_ms`, or —
 worker slot is taken before the batch is chosen — whatever accumulated while the backend was
 busy. The queue is bounded: past `max_queue_size` a submit fails at once with `Overloaded`
 and a Retry-After estimate, never an unbounded wait. Batches run in a thread pool, off the
-event loop. A request whose caller gave up (deadline, disconnect) before dispatch is dropped.
+event loop. A request whose caller gave up (deadline, disconnect) before dispatch is dropped;
+a batch runs `running_until` the latest deadline of its requests, so a backend that checks
+(`sheaf_core.deadlines`) stops once every caller has had its answer.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanContext
 
+from sheaf_core.deadlines import running_until
 from sheaf_core.spec import BatchingPolicy
 from sheaf_server.engine import tracing
 from sheaf_server.engine.errors import DeadlineExceeded, Overloaded, ShuttingDown
@@ -37,6 +40,7 @@ class _Item:
     request: Any
     future: asyncio.Future[Any]
     enqueued: float
+    deadline: float  # loop time
     #: the request's span and when it was queued (wall-clock ns), if it is traced
     traced: tuple[SpanContext, int] | None
 
@@ -109,9 +113,9 @@ class DynamicBatcher:
 
     async def submit(self, request: Any, deadline: float) -> Any:
         """Queue `request`; return its result or raise its exception. `deadline`: loop time."""
-        return await self.outcome(self.enqueue(request), deadline)
+        return await self.outcome(self.enqueue(request, deadline), deadline)
 
-    def enqueue(self, request: Any) -> asyncio.Future[Any]:
+    def enqueue(self, request: Any, deadline: float) -> asyncio.Future[Any]:
         """Queue `request` now (or refuse it: overload, shutdown); its future answers it.
         Split from `submit` for callers that must know it was accepted before awaiting."""
         if self._closing:
@@ -123,7 +127,7 @@ class DynamicBatcher:
                              f"{self._max_queue}); retry later", retry_after=self._retry_after())
         loop = asyncio.get_running_loop()
         parent = tracing.current_parent()
-        item = _Item(request, loop.create_future(), loop.time(),
+        item = _Item(request, loop.create_future(), loop.time(), deadline,
                      None if parent is None else (parent, time.time_ns()))
         key = self.bucket_key(request)
         bucket = self._buckets.get(key)
@@ -253,11 +257,13 @@ class DynamicBatcher:
         metrics.batch_size.observe(len(batch))
         for item in batch:
             metrics.queue_wait.observe(started - item.enqueued)
+        # The batch's deadline on the worker's clock: by then every caller had its answer.
+        until = time.monotonic() + max(item.deadline for item in batch) - started
         try:
             traced = [item.traced for item in batch if item.traced is not None]
             results = await loop.run_in_executor(
                 self._executor, tracing.traced_batch, self.name, traced, len(batch),
-                partial(self._run_batch, [item.request for item in batch]))
+                partial(_run_until, until, self._run_batch, [item.request for item in batch]))
         except BaseException as exc:
             results = [exc] * len(batch)
         finally:
@@ -275,6 +281,12 @@ class DynamicBatcher:
                 item.future.set_exception(result)
             else:
                 item.future.set_result(result)
+
+
+def _run_until(until: float, run_batch: BatchFn, requests: Sequence[Any]) -> Sequence[Any]:
+    """Worker thread: the batch, told its deadline (`sheaf_core.deadlines`)."""
+    with running_until(until):
+        return run_batch(requests)
 
 
 def _hashable(value: Any) -> Hashable:

@@ -11,6 +11,7 @@ from sheaf_core.errors import ConfigError
 from sheaf_core.pipeline_spec import PipelineSpec, plan_pipelines
 from sheaf_core.registry import Registry, registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
+from sheaf_server.engine.loading import WAITING
 from sheaf_server.engine.model import ModelRuntime
 from sheaf_server.engine.pipeline import PipelineRuntime
 from sheaf_server.engine.served import ModelTable
@@ -47,9 +48,11 @@ class Engine(ModelTable):
         self._load_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start batchers and load every model concurrently in the background."""
+        """Start batchers, and load the models in the background one after another, in the
+        config's order (`engine.loading` says why not at once)."""
         for runtime in self.runtimes.values():
             runtime.batcher.start()
+            runtime.reason = WAITING
         self._load_task = asyncio.get_running_loop().create_task(self._load_all())
 
     async def wait_loaded(self) -> None:
@@ -57,7 +60,8 @@ class Engine(ModelTable):
             await asyncio.shield(self._load_task)
 
     async def _load_all(self) -> None:
-        await asyncio.gather(*(runtime.load() for runtime in self.runtimes.values()))
+        for runtime in self.runtimes.values():
+            await runtime.load()
         # Long-lived objects (weights, modules) never need scanning again: freezing them cut
         # p99 latency under load several-fold by shortening collector pauses.
         gc.collect()

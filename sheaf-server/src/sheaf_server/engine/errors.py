@@ -39,6 +39,12 @@ class FeatureEntityNotFound(EngineError):
     status, code = 404, "feature_entity_not_found"
 
 
+class BodyTimeout(EngineError):
+    """The client stopped sending its request body."""
+
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(EngineError):
     status, code = 413, "payload_too_large"
 
@@ -61,6 +67,13 @@ class FeatureStoreUnavailable(EngineError):
 
 class ModelNotReady(EngineError):
     status, code = 503, "model_not_ready"
+
+
+class ModelFailed(EngineError):
+    """The model failed to load (or to warm up): it will not serve until it is updated
+    or the server restarts, so no Retry-After."""
+
+    status, code = 503, "model_failed"
 
 
 class Overloaded(EngineError):

@@ -21,6 +21,8 @@ from pydantic import ValidationError
 from sheaf_core.backend import Backend
 from sheaf_core.codecs import JSON_MEDIA_TYPE, Decoded, PayloadSettings
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
+from sheaf_core.contracts.limits import WorkLimits
+from sheaf_core.deadlines import DeadlinePassed
 from sheaf_core.errors import (
     ConfigError,
     FieldProblem,
@@ -30,7 +32,7 @@ from sheaf_core.errors import (
     UpdateFailed,
 )
 from sheaf_core.registry import ContractEntry
-from sheaf_core.spec import BatchingPolicy, ModelSpec
+from sheaf_core.spec import BatchingPolicy, ModelSpec, model_limits
 from sheaf_server.engine import tracing
 from sheaf_server.engine.answer import Answer
 from sheaf_server.engine.batcher import DynamicBatcher
@@ -38,13 +40,16 @@ from sheaf_server.engine.cache import ResponseCache
 from sheaf_server.engine.errors import (
     BackendFailed,
     ClientGone,
+    DeadlineExceeded,
     EngineError,
+    ModelFailed,
     ModelNotReady,
     RequestInvalid,
     StorageUnavailable,
     UnsupportedMediaType,
 )
 from sheaf_server.engine.features import FeatureStoreReader
+from sheaf_server.engine.loading import load_model
 from sheaf_server.engine.streaming import (
     Stream,
     StreamCancelled,
@@ -73,6 +78,8 @@ class ModelBase:
         self.contract = contract
         self.default_timeout_s = default_timeout_s
         self.timeout_s = spec.timeout_s or default_timeout_s
+        #: What one request may ask of this model (the spec's `limits`).
+        self.limits = _limits(spec, contract)
         self.state = ModelState.LOADING
         self.reason: str | None = loading_reason
         #: How many times the model was hot-swapped (`update`); 0 as first loaded.
@@ -92,11 +99,10 @@ class ModelBase:
         """Adopt an updated spec's serving settings (the deadline)."""
         self.spec = spec
         self.timeout_s = spec.timeout_s or self.default_timeout_s
+        self.limits = _limits(spec, self.contract)
 
     def ensure_ready(self) -> None:
-        if self.state is not ModelState.READY:
-            raise ModelNotReady(f"model {self.name!r} is not ready: {self.reason}",
-                                retry_after=5 if self.state is ModelState.LOADING else 60)
+        ensure_serving(f"model {self.name!r}", self.state, self.reason)
 
     def description(self) -> dict[str, Any]:
         """The listing entry (GET /models) without live counters."""
@@ -108,6 +114,7 @@ class ModelBase:
             "reason": self.reason,
             "batching": self.spec.batching.model_dump(),
             "timeout_s": self.timeout_s,
+            "limits": self.limits.model_dump(),
             "generation": self.generation,
         }
 
@@ -135,11 +142,13 @@ class ModelRuntime(ModelBase):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Run `backend.load()` in a thread; a failure marks this model failed, not the server."""
+        """Load and warm up the backend in a thread (`loading.load_model`: one load at a
+        time in the process); a failure marks this model failed, not the server."""
         started = time.perf_counter()
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, load_model, self.backend, self.features)
+            await asyncio.get_running_loop().run_in_executor(None, partial(
+                load_model, self.backend, self.features, self.contract.response,
+                warmup=self.spec.warmup, stage=self._loading_stage))
         except Exception as exc:
             self.state = ModelState.FAILED
             self.reason = f"load failed: {type(exc).__name__}: {exc}"
@@ -172,8 +181,9 @@ class ModelRuntime(ModelBase):
             started = time.perf_counter()
             features = feature_reader(spec)
             try:
-                await asyncio.get_running_loop().run_in_executor(None, load_model, backend,
-                                                                 features)
+                await asyncio.get_running_loop().run_in_executor(None, partial(
+                    load_model, backend, features, self.contract.response,
+                    warmup=spec.warmup))
             except Exception as exc:
                 log.error("update of model %r failed to load:\n%s", self.name,
                           traceback.format_exc())
@@ -199,6 +209,11 @@ class ModelRuntime(ModelBase):
                      self.generation, self.load_seconds)
             await old_batcher.close(drain_timeout_s)
             _close_quietly(old_backend, self.name)
+
+    def _loading_stage(self, stage: str) -> None:
+        """Worker thread: what the first load is doing now (the reason /ready shows)."""
+        if self.state is ModelState.LOADING:
+            self.reason = stage
 
     # -- the request path --------------------------------------------------------------------
 
@@ -246,8 +261,12 @@ class ModelRuntime(ModelBase):
         return request
 
     def check(self, request: BaseRequest) -> None:
-        """Model-level checks of an already typed request."""
-        check_addressed_to(request, self.name)
+        """Model-level checks of an already typed request: the work it asks for against
+        the model's limits, then the backend's own checks."""
+        over = self.limits.problems(request)
+        if over:
+            raise RequestInvalid("the request asks for more work than this model allows",
+                                 problems=over)
         try:
             self.backend.validate_request(request)
         except InvalidRequest as exc:
@@ -289,7 +308,7 @@ class ModelRuntime(ModelBase):
         job, queue = open_stream(request, loop)
         batcher, deadline = self.batcher, loop.time() + (timeout_s or self.timeout_s)
         try:
-            future = batcher.enqueue(job)
+            future = batcher.enqueue(job, deadline)
         except EngineError as exc:
             exc.request_id = request_id
             raise
@@ -379,8 +398,16 @@ class ModelRuntime(ModelBase):
     def _failure(self, exc: Exception) -> Exception:
         if isinstance(exc, InvalidRequest):
             return RequestInvalid("this model cannot answer the request", problems=exc.problems)
+        if isinstance(exc, DeadlinePassed):
+            log.info("model %r stopped a batch at its deadline", self.name)
+            return DeadlineExceeded(f"model {self.name!r} stopped working on this request at "
+                                    "its deadline")
         log.error("backend %r of model %r failed:\n%s", self.spec.backend, self.name,
                   "".join(traceback.format_exception(exc)))
+        if _not_finite(exc):  # the response model refused NaN/infinity (contracts/base.py)
+            return BackendFailed(f"model {self.name!r} computed a value that is not a finite "
+                                 "number (NaN or infinity: the model diverged on this "
+                                 "request); the server log has it under this request id")
         return BackendFailed(f"model {self.name!r} failed while answering; the error is in "
                              "the server log under this request id")
 
@@ -398,15 +425,29 @@ class ModelRuntime(ModelBase):
         return info
 
 
+def _not_finite(exc: Exception) -> bool:
+    return isinstance(exc, ValidationError) and any(
+        error["type"] == "finite_number" for error in exc.errors())
+
+
+def _limits(spec: ModelSpec, contract: ContractEntry) -> WorkLimits:
+    """A model's limits; a pipeline (on Ray, a deployment like a model) has none of its
+    own: each of its models checks its own."""
+    return model_limits(spec, contract.request) if isinstance(spec, ModelSpec) else WorkLimits()
+
+
+def ensure_serving(what: str, state: ModelState, reason: str | None) -> None:
+    """Refuse a request to a model or pipeline that is not ready: 503 with Retry-After
+    while it loads; 503 without one when its load failed (waiting will not heal it)."""
+    if state is ModelState.LOADING:
+        raise ModelNotReady(f"{what} is not ready: {reason}", retry_after=5)
+    if state is ModelState.FAILED:
+        raise ModelFailed(f"{what} cannot serve: {reason}; it serves again after a "
+                          "successful update (hot swap) or a restart")
+
+
 def feature_reader(spec: ModelSpec) -> FeatureStoreReader | None:
     return FeatureStoreReader(spec.name, spec.features) if spec.features else None
-
-
-def load_model(backend: Backend[Any, Any], features: FeatureStoreReader | None) -> None:
-    """Worker thread: open the feature store (if any), then load the weights."""
-    if features is not None:
-        features.open()
-    backend.load()
 
 
 def batching_policy(spec: ModelSpec, backend: Backend[Any, Any]) -> BatchingPolicy:
@@ -471,22 +512,16 @@ async def encode_answer(decoded: Decoded, response: BaseResponse,
     return Answer(request_id, body, decoded.media_type)
 
 
-def check_addressed_to(request: BaseRequest, name: str) -> None:
-    """A request that names a model (`model_name`) must name the one whose route it hit."""
-    if request.model_name is not None and request.model_name != name:
-        raise RequestInvalid("the request names another model", problems=[FieldProblem(
-            "model_name", f"is {request.model_name!r} but this route serves {name!r}")])
-
-
 def predict_each(backend: Backend[Any, Any], requests: Sequence[BaseRequest]) -> list[Any]:
     """One backend call for the batch; if it raises, each request alone, so that one bad
-    request fails by itself and the rest of its batch is still answered. A response or the
+    request fails by itself and the rest of its batch is still answered — unless the
+    batch's deadline stopped it (every caller has had its answer). A response or the
     exception per request, in order. Shared by the servers and the batch runner."""
     try:
         return _call_backend(backend, requests)
     except Exception as exc:
-        if len(requests) == 1:
-            return [exc]
+        if len(requests) == 1 or isinstance(exc, DeadlinePassed):
+            return [exc] * len(requests)
     results: list[Any] = []
     for request in requests:
         try:

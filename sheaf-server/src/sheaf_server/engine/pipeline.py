@@ -25,10 +25,14 @@ from sheaf_server.engine.errors import (
     BackendFailed,
     DeadlineExceeded,
     EngineError,
-    ModelNotReady,
     RequestInvalid,
 )
-from sheaf_server.engine.model import ModelState, check_addressed_to, decode_body, encode_answer
+from sheaf_server.engine.model import (
+    ModelState,
+    decode_body,
+    encode_answer,
+    ensure_serving,
+)
 
 log = logging.getLogger("sheaf.engine")
 
@@ -92,9 +96,7 @@ class PipelineRuntime:
                      media_type: str = JSON_MEDIA_TYPE) -> Answer:
         """Decode → check (combiners) → run the DAG within the deadline → encode."""
         try:
-            if self.state is not ModelState.READY:
-                raise ModelNotReady(f"pipeline {self.name!r} is not ready: {self.reason}",
-                                    retry_after=5)
+            ensure_serving(f"pipeline {self.name!r}", self.state, self.reason)
             with tracing.step("sheaf.validate", {"sheaf.pipeline": self.name,
                                                  "sheaf.media_type": media_type}):
                 decoded = await decode_body(self.contract, self._validate_json,
@@ -118,7 +120,6 @@ class PipelineRuntime:
             raise
 
     def _check(self, request: BaseRequest) -> None:
-        check_addressed_to(request, self.name)
         for combiner in self.plan.combiners.values():
             try:
                 combiner.validate_request(request)

@@ -103,9 +103,13 @@ class ModelTable:
         return any(m.state is ModelState.LOADING for m in self.models.values())
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready once loading is over and at least one model serves; lists each state."""
+        """Ready when every model and pipeline serves — or, with `server.ready_when: any`,
+        once loading is over and at least one does; lists each state."""
         states = {name: {"state": m.state.value, "reason": m.reason}
                   for name, m in self.models.items()}
-        ready = not self.loading and any(m.state is ModelState.READY
-                                         for m in self.models.values())
+        serving = [m.state is ModelState.READY for m in self.models.values()]
+        if self.settings.ready_when == "all":
+            ready = all(serving)
+        else:
+            ready = not self.loading and any(serving)
         return ready, states

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterable
 
 from sheaf_core.spec import ModelSpec, SheafConfig
-from sheaf_server.ray import runner
+from sheaf_server.ray import reaper, runner
 
 
 class RayHost:
@@ -16,11 +18,14 @@ class RayHost:
         self.plugins = tuple(plugins)
         self._started_cluster = False
         self._deployed = False
+        self._reaper: subprocess.Popen[bytes] | None = None
 
     def start(self) -> str:
         self._started_cluster = runner.connect(
             self.address, self.config.server.ray,
             **({} if self.address else {"include_dashboard": False}))
+        if self._started_cluster:  # nothing of the cluster outlives this process
+            self._reaper = reaper.start(os.getpid(), runner.cluster_processes())
         url = runner.deploy(self.config, host=self.host, port=self.port, plugins=self.plugins)
         self._deployed = True
         return url
@@ -39,3 +44,6 @@ class RayHost:
                 self._deployed = False
         finally:
             runner.shutdown(self._started_cluster)
+            if self._reaper is not None:
+                reaper.stop(self._reaper)  # what Ray's shutdown left (its HAProxy)
+                self._reaper = None

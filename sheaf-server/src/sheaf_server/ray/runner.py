@@ -77,6 +77,21 @@ def _keeping_signal_handlers() -> Iterator[None]:
                 signal.signal(signum, handler)
 
 
+def cluster_processes() -> list[int]:
+    """PIDs of the processes `ray.init` started in this process (GCS, raylet, ...), for the
+    reaper (`sheaf_server.ray.reaper`). Read from Ray's node object: Ray has no public API
+    for it; [] (and a warning) if that changes."""
+    import ray
+
+    try:
+        node = ray._private.worker._global_node
+        return [info.process.pid for infos in node.all_processes.values() for info in infos]
+    except AttributeError as exc:
+        log.warning("cannot list the local Ray cluster's processes (%s): processes it "
+                    "leaves behind (HAProxy) are not cleaned up", exc)
+        return []
+
+
 def deploy(config: SheafConfig, *, host: str, port: int, plugins: Iterable[object] = (),
            wait_s: float = 180.0) -> str:
     """Start Serve's HTTP ingress on host:port, deploy the app without waiting for model
