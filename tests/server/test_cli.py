@@ -160,7 +160,8 @@ def test_a_ray_host_leaves_no_process_behind_when_stopped_or_killed(tmp_path: Pa
                            and p.status() != psutil.STATUS_ZOMBIE]:
                 assert time.monotonic() < deadline, (stop, [(p.pid, p.name()) for p in left])
                 time.sleep(0.2)
-            with socket.socket() as sock:  # its port is free again
+            with socket.socket() as sock:  # nothing listens on its port any more
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
                 sock.bind(("127.0.0.1", port))
         finally:
             process.kill()

@@ -139,8 +139,10 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-class _StoppedWhileStarting(Exception):
-    """A stop signal came before the server was up: abandon the start and clean up."""
+class _StoppedWhileStarting(BaseException):
+    """A stop signal came before the server was up: abandon the start and clean up. A
+    BaseException, like KeyboardInterrupt: raised wherever the start is, it must not be
+    swallowed by the `except Exception` of the library code it interrupts (Ray's was)."""
 
 
 class _StopSignals:
@@ -155,9 +157,9 @@ class _StopSignals:
             signal.signal(signum, self._received)
 
     def _received(self, signum: int, _frame: object) -> None:
+        self.queue.put(signum)  # seen by `_until_stopped` should the raise below be lost
         if not self.serving and signum != signal.SIGHUP:
             raise _StoppedWhileStarting
-        self.queue.put(signum)
 
 
 def _until_stopped(server: ModelServer, path: str | None, signals: _StopSignals) -> None:
