@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import sys
@@ -21,6 +22,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def reserved_port(*taken: int) -> int:
+    """A port free now and outside the kernel's ephemeral range, for a listener that starts
+    minutes later (HAProxy's, once the cluster serves) or that a test checks is free again:
+    a port from the ephemeral range may by then be taken by any outgoing or auto-bound
+    socket (Ray's own processes)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(20000, min(low, 32768)), 200):
+        if port in taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 @dataclass

@@ -8,8 +8,6 @@ collection, before any test module imports `ray.serve`.
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import server_support
+from cli_support import free_port, reserved_port
 from server_support import ScriptedPlugin
 
 from sheaf_core import (
@@ -29,36 +28,12 @@ from sheaf_core import (
 )
 from sheaf_server import ModelServer
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _reserved_port(*taken: int) -> int:
-    """A port free now and outside the kernel's ephemeral range, for a listener that starts
-    minutes later (HAProxy's, once the cluster serves): a port from the ephemeral range
-    may by then be taken by any outgoing or auto-bound socket (Ray's own processes)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for port in random.sample(range(20000, min(low, 32768)), 200):
-        if port in taken:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    return _free_port()
-
-
-_HAPROXY_METRICS_PORT = _reserved_port()
+_HAPROXY_METRICS_PORT = reserved_port()
 os.environ.update({
     "RAY_AUTH_MODE": "disabled",  # else ray.init writes a token under ~/.ray
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0.5",  # an app is deleted per test
     "RAY_SERVE_HAPROXY_METRICS_PORT": str(_HAPROXY_METRICS_PORT),
-    "RAY_SERVE_HAPROXY_STATS_PORT": str(_reserved_port(_HAPROXY_METRICS_PORT)),
+    "RAY_SERVE_HAPROXY_STATS_PORT": str(reserved_port(_HAPROXY_METRICS_PORT)),
     "RAY_SERVE_LOG_TO_STDERR": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",  # log records reach the files at once
 })
@@ -80,7 +55,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster
     from ray import serve
 
     ray.cloudpickle.register_pickle_by_value(server_support)  # replicas cannot import it
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield RayCluster(port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,7 +15,9 @@ import time
 from pathlib import Path
 
 import httpx
-from cli_support import BIN, Served, free_port, served
+from cli_support import BIN, Served, free_port, reserved_port, served
+
+from sheaf_server.ray import reaper
 
 
 def test_serve_a_yaml_file_and_shut_down_cleanly(tmp_path: Path) -> None:
@@ -141,7 +144,7 @@ def test_a_ray_host_leaves_no_process_behind_when_stopped_or_killed(tmp_path: Pa
         env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled",
                "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
                "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
-        port = free_port()
+        port = reserved_port()  # not from the ephemeral range: checked free again below
         process = subprocess.Popen([str(BIN), "serve", str(config), "--runtime", "ray",
                                     "--port", str(port)], env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
@@ -151,14 +154,20 @@ def test_a_ray_host_leaves_no_process_behind_when_stopped_or_killed(tmp_path: Pa
         try:
             running.wait_for("sheaf-server: serving", timeout=120)
             host = psutil.Process(process.pid)
-            cluster = {p.pid: p for p in host.children(recursive=True)}
-            assert any("haproxy" in p.name() for p in cluster.values()), running.output
+            cluster: dict[int, psutil.Process] = {}
+            names: set[str] = set()
+            for _ in range(20):  # a while: HAProxy restarts itself once the app deploys
+                with contextlib.suppress(psutil.Error):  # a child exiting as we look
+                    for child in host.children(recursive=True):
+                        cluster[child.pid] = child
+                        names.add(child.name())
+                time.sleep(0.2)
+            assert "haproxy" in names, running.output
             process.send_signal(stop)
             process.wait(timeout=5 + 60)  # drain timeout, then Ray's own shutdown
             deadline = time.monotonic() + 60
-            while left := [p for p in cluster.values() if p.is_running()
-                           and p.status() != psutil.STATUS_ZOMBIE]:
-                assert time.monotonic() < deadline, (stop, [(p.pid, p.name()) for p in left])
+            while left := [p for p in cluster.values() if reaper.alive(p)]:
+                assert time.monotonic() < deadline, (stop, [p.pid for p in left])
                 time.sleep(0.2)
             with socket.socket() as sock:  # nothing listens on its port any more
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine

@@ -109,6 +109,7 @@ def main(host_pid: int, cluster_pids: list[int]) -> None:
     while not asked and alive(host):
         note(roots, seen)
         time.sleep(INTERVAL_S)
+    note(roots, seen)  # what started since the last look
     terminate(seen)
 
 
