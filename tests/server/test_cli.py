@@ -219,3 +219,22 @@ def test_validate_checks_pipelines_against_the_models(tmp_path: Path) -> None:
     assert "pipeline 'p': nodes.b.model: 'b' is not a served model" in result.stderr
     listing = subprocess.run([str(BIN), "plugins"], capture_output=True, text=True, check=True)
     assert "weighted_ensemble" in listing.stdout.split("Combiners:")[1]
+
+
+def test_version_lists_every_installed_sheaf_package_and_plugin() -> None:
+    for program, own in (("sheaf-server", "sheaf-server"), ("sheaf-batch", "sheaf-batch")):
+        ran = subprocess.run([str(BIN.parent / program), "--version"], capture_output=True,
+                             text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        first, *rest = ran.stdout.splitlines()
+        assert first.split()[0] == own and first.split()[1][0].isdigit()
+        listed = {line.split()[0] for line in rest}
+        assert {"sheaf-core", "sheaf-server", "sheaf-batch", "sheaf-backend-chronos",
+                "sheaf-backend-flux"} <= listed
+
+
+def test_a_bad_log_level_is_a_usage_error_listing_the_choices() -> None:
+    ran = subprocess.run([str(BIN), "serve", "--log-level", "bogus"], capture_output=True,
+                         text=True, timeout=60)
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr
+    assert "invalid choice: 'bogus'" in ran.stderr and "debug" in ran.stderr

@@ -11,10 +11,12 @@ import logging
 import sys
 
 from sheaf_core.errors import SheafError
+from sheaf_core.versions import VersionAction
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sheaf-batch", description=__doc__)
+    parser.add_argument("--version", action=VersionAction, distribution="sheaf-batch")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run a job file (model: + job:)")
     run.add_argument("job", help="job.yaml")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from sheaf_core.errors import ConfigError, SheafError
 from sheaf_core.registry import default_registry
 from sheaf_core.spec import SheafConfig, check_spec, load_config
+from sheaf_core.versions import VersionAction
 from sheaf_server.defaults import default_config
 from sheaf_server.logs import configure_logging
 from sheaf_server.telemetry import configure_tracing
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sheaf-server", description=__doc__)
+    parser.add_argument("--version", action=VersionAction, distribution="sheaf-server")
     commands = parser.add_subparsers(dest="command")
 
     serve = commands.add_parser("serve", help="serve the models of a config over HTTP")
@@ -59,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
                        "deployment per model (needs sheaf-server[ray])")
     serve.add_argument("--address", help="with --runtime ray: the Ray cluster to join "
                        "(e.g. ray://head:10001 or auto); default: start a local one")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-level", default="info", type=str.lower,
+                       choices=("critical", "error", "warning", "info", "debug"))
     serve.set_defaults(run=_serve)
 
     plugins = commands.add_parser("plugins", help="list discovered plugins, backends and "

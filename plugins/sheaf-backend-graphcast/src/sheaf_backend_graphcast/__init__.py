@@ -1,1 +1,3 @@
 """Sheaf backend `graphcast`: GraphCast through PhysicsNeMo's GraphCastNet."""
+
+__version__ = "0.1.0"

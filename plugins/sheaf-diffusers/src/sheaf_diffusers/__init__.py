@@ -5,5 +5,7 @@ from sheaf_diffusers.generation import ImageJob, generate_images, generators, gr
 from sheaf_diffusers.loading import load_pipeline
 from sheaf_diffusers.settings import DiffusersSettings
 
+__version__ = "0.1.0"
+
 __all__ = ["DiffusersSettings", "ImageJob", "generate_images", "generators", "group_by",
            "load_pipeline"]

@@ -1,0 +1,61 @@
+"""Every package declares exactly what it imports (deptry, against each package's own
+pyproject): nothing that works only because the development venv happens to hold it —
+`sheaf-server[ray]` once failed on a clean install for want of httpx. What a package
+needs without importing it (a binary, a library another one loads) is listed, with why,
+under `[tool.deptry.per_rule_ignores]` in its pyproject."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPTRY = Path(sys.executable).parent / "deptry"
+PACKAGES = ["sheaf-core", "sheaf-server", "sheaf-batch", "plugins/sheaf-backend-chronos",
+            "plugins/sheaf-diffusers", "plugins/sheaf-backend-flux",
+            "plugins/sheaf-backend-sdxl", "plugins/sheaf-backend-graphcast"]
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_a_package_declares_what_it_imports_and_uses_what_it_declares(package: str) -> None:
+    ran = subprocess.run([str(DEPTRY), "src", "--no-ansi"], cwd=ROOT / package,
+                         capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+def test_sheaf_core_pulls_neither_torch_ray_nor_fastapi() -> None:
+    """`pip install sheaf-core sheaf-backend-chronos` must stay light on the core side."""
+    text = (ROOT / "sheaf-core" / "pyproject.toml").read_text()
+    declared = text.split("dependencies = [", 1)[1].split("]", 1)[0]
+    for heavy in ("torch", "ray", "fastapi", "uvicorn", "diffusers"):
+        assert f'"{heavy}' not in declared
+
+
+def test_each_package_has_one_version_read_from_its_code() -> None:
+    """The version lives in the package's `__version__` only; pyproject reads it."""
+    from importlib.metadata import version
+
+    for package in PACKAGES:
+        text = (ROOT / package / "pyproject.toml").read_text()
+        assert 'dynamic = ["version"]' in text and "\nversion =" not in text, package
+        module = text.split('[tool.hatch.version]\npath = "', 1)[1].split('"', 1)[0]
+        code = (ROOT / package / module).read_text()
+        written = code.split('__version__ = "', 1)[1].split('"', 1)[0]
+        assert version(Path(package).name) == written, package
+
+
+def test_dev_prints_help_without_setting_anything_up(tmp_path: Path) -> None:
+    """`./dev --help` and `./dev test --help` answer at once, exit 0, and never start the
+    (long) setup — shown by running them from a copy of the script with no venv beside it."""
+    script = tmp_path / "dev"
+    script.write_text((ROOT / "dev").read_text())
+    for args, wanted in ((["--help"], "./dev serve"), (["test", "--help"], "./dev test")):
+        ran = subprocess.run(["bash", str(script), *args], capture_output=True, text=True,
+                             timeout=30, cwd=tmp_path)
+        assert ran.returncode == 0 and wanted in ran.stdout, ran.stderr
+    assert not (tmp_path / ".venv").exists()
+    assert subprocess.run(["bash", str(script), "nope"], capture_output=True,
+                          timeout=30).returncode == 2
