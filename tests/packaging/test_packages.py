@@ -1,8 +1,9 @@
-"""Every package declares exactly what it imports (deptry, against each package's own
-pyproject): nothing that works only because the development venv happens to hold it —
-`sheaf-server[ray]` once failed on a clean install for want of httpx. What a package
-needs without importing it (a binary, a library another one loads) is listed, with why,
-under `[tool.deptry.per_rule_ignores]` in its pyproject."""
+"""Each package is publishable on its own. It declares exactly what it imports (deptry,
+against each package's own pyproject): nothing works only because the development venv
+happens to hold it — `sheaf-server[ray]` once failed on a clean install for want of httpx;
+what a package needs without importing it (a binary, a library another one loads) is
+listed, with why, under `[tool.deptry.per_rule_ignores]` in its pyproject. It has one
+version, the license text and the metadata an index page shows."""
 
 from __future__ import annotations
 
@@ -59,3 +60,27 @@ def test_dev_prints_help_without_setting_anything_up(tmp_path: Path) -> None:
     assert not (tmp_path / ".venv").exists()
     assert subprocess.run(["bash", str(script), "nope"], capture_output=True,
                           timeout=30).returncode == 2
+
+
+def test_every_package_ships_the_license_and_release_metadata(tmp_path: Path) -> None:
+    """Apache-2.0's text at the root, in every package folder (so every wheel and sdist
+    carries it), and the metadata an index page shows; one wheel built to prove it."""
+    import zipfile
+
+    license_text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    for package in PACKAGES:
+        assert (ROOT / package / "LICENSE").read_text() == license_text, package
+        text = (ROOT / package / "pyproject.toml").read_text()
+        for field in ("authors = ", "keywords = ", "classifiers = ", '"Typing :: Typed"'):
+            assert field in text, (package, field)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--no-build-isolation", str(ROOT / "sheaf-core"), "-w", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("sheaf_core-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "Classifier: Typing :: Typed" in metadata
