@@ -84,3 +84,15 @@ def test_every_package_ships_the_license_and_release_metadata(tmp_path: Path) ->
     assert any(n.endswith("licenses/LICENSE") for n in names)
     assert "License-Expression: Apache-2.0" in metadata
     assert "Classifier: Typing :: Typed" in metadata
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_readme_stands_alone_on_an_index_page(package: str) -> None:
+    """An index page shows the README without the repository around it: no relative link,
+    an install line, an example."""
+    import re
+
+    text = (ROOT / package / "README.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", text)
+    assert all(link.startswith("https://") for link in links), links
+    assert "pip install" in text and "```" in text and "Apache-2.0" in text

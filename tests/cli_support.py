@@ -71,13 +71,14 @@ class Served:
 
 @contextmanager
 def served(config: Path, *options: str, env: dict[str, str] | None = None,
-           timeout: float = 10) -> Iterator[Served]:
+           timeout: float = 10, executable: Path = BIN) -> Iterator[Served]:
     """`sheaf-server serve CONFIG` on a free port, once it says it serves and /ready
-    answers 200; SIGTERM when the block ends, then its output is complete."""
+    answers 200; SIGTERM when the block ends, then its output is complete. `executable`:
+    another install's `sheaf-server` (the wheels' smoke tests)."""
     port = free_port()
-    process = subprocess.Popen([str(BIN), "serve", str(config), *options, "--port", str(port)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen([str(executable), "serve", str(config), *options,
+                                "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     running = Served(process)
     reader = threading.Thread(target=running.read, daemon=True)
     reader.start()
