@@ -42,6 +42,10 @@ def reserved_port(*taken: int) -> int:
     return free_port()
 
 
+#: The CLI's "serving" line in the text and the JSON log formats.
+SERVING = ("sheaf-server: serving", '"logger": "sheaf-server", "message": "serving')
+
+
 @dataclass
 class Served:
     process: subprocess.Popen[str]
@@ -58,11 +62,12 @@ class Served:
         for line in self.process.stdout:
             self.lines.append(line)
 
-    def wait_for(self, text: str, timeout: float) -> None:
-        """Until `text` is in the output; fails with the output if the process exits or
-        the time is up first."""
+    def wait_for(self, text: str | tuple[str, ...], timeout: float) -> None:
+        """Until `text` (or one of several) is in the output; fails with the output if the
+        process exits or the time is up first."""
         deadline = time.monotonic() + timeout
-        while text not in self.output:
+        texts = (text,) if isinstance(text, str) else text
+        while not any(t in self.output for t in texts):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
                 raise AssertionError(f"no {text!r} in the output:\n{self.output[-3000:]}")
@@ -83,7 +88,7 @@ def served(config: Path, *options: str, env: dict[str, str] | None = None,
     reader = threading.Thread(target=running.read, daemon=True)
     reader.start()
     try:
-        running.wait_for("sheaf-server: serving", timeout)
+        running.wait_for(SERVING, timeout)
         running.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout
         while httpx.get(f"{running.url}/ready").status_code != 200:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
-from cli_support import BIN, Served, free_port, reserved_port, served
+from cli_support import BIN, SERVING, Served, free_port, reserved_port, served
 
 from sheaf_server.ray import reaper
 
@@ -41,10 +41,8 @@ def test_json_logs_carry_an_access_record_per_request_with_its_fields(tmp_path: 
         httpx.post(f"{server.url}/forecaster/predict",
                    json={"history": [1, 2, 3], "horizon": 2}, headers={"x-request-id": "log-1"})
         httpx.post(f"{server.url}/forecaster/predict", json={"horizon": 0})
-    output = server.output  # stdout and stderr: all of it logging, but for our own print
-    lines = [line for line in output.splitlines() if line.startswith("{")]
-    records = [json.loads(line) for line in lines]
-    assert len(records) == len(output.strip().splitlines()) - output.count("sheaf-server:")
+    output = server.output  # stdout and stderr: every line a JSON record
+    records = [json.loads(line) for line in output.strip().splitlines()]
     access = [r for r in records if r["logger"] == "sheaf.access" and r["route"] == "predict"]
     assert [(r["status"], r["model"], r["method"]) for r in access] == [
         (200, "forecaster", "POST"), (422, "forecaster", "POST")]
@@ -152,7 +150,7 @@ def test_a_ray_host_leaves_no_process_behind_when_stopped_or_killed(tmp_path: Pa
         reader = threading.Thread(target=running.read, daemon=True)
         reader.start()
         try:
-            running.wait_for("sheaf-server: serving", timeout=120)
+            running.wait_for(SERVING, timeout=120)
             host = psutil.Process(process.pid)
             cluster: dict[int, psutil.Process] = {}
             names: set[str] = set()
@@ -238,3 +236,40 @@ def test_a_bad_log_level_is_a_usage_error_listing_the_choices() -> None:
                          text=True, timeout=60)
     assert ran.returncode == 2 and "Traceback" not in ran.stderr
     assert "invalid choice: 'bogus'" in ran.stderr and "debug" in ran.stderr
+
+
+def test_with_json_logs_every_stderr_line_is_json_through_load_reload_and_drain(
+        tmp_path: Path) -> None:
+    """A transformers-based model (Chronos-Bolt: transformers draws a "Loading weights"
+    bar), a hot swap by SIGHUP, probes, a drain: every line the process writes parses as
+    JSON, uvicorn's color_message is gone, and the probes are not in the access log."""
+    from sheaf_backend_chronos.testing import save_tiny_bolt
+
+    first, second = save_tiny_bolt(tmp_path / "v1"), save_tiny_bolt(tmp_path / "v2", seed=1)
+    config = tmp_path / "sheaf.yaml"
+
+    def write(weights: Path) -> None:
+        config.write_text("models:\n  - name: forecaster\n    backend: chronos\n"
+                          f"    backend_kwargs: {{model_id: {weights}}}\n"
+                          "server: {log_format: json, access_log: true}\n")
+
+    write(first)
+    body = {"history": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "horizon": 3}
+    with served(config, timeout=60) as server:
+        before = httpx.post(f"{server.url}/forecaster/predict", json=body).json()["mean"]
+        write(second)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for("reloaded", timeout=60)
+        after = httpx.post(f"{server.url}/forecaster/predict", json=body).json()["mean"]
+        assert after != before  # other weights answer
+        for probe in ("/health", "/ready", "/forecaster/ready"):
+            assert httpx.get(f"{server.url}{probe}").status_code == 200
+    assert server.process.returncode == 0
+    lines = server.output.strip().splitlines()
+    records = [json.loads(line) for line in lines]  # fails on any line that is not JSON
+    assert not any("color_message" in r for r in records)
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("serving forecaster at") for m in messages)
+    assert any(m.startswith("reloaded") for m in messages) and "draining" in messages
+    paths = [r["path"] for r in records if r["logger"] == "sheaf.access"]
+    assert paths == ["/forecaster/predict", "/forecaster/predict"]  # probes left out

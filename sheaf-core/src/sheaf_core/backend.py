@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
+from sheaf_core.errors import FieldProblem
 
 RequestT = TypeVar("RequestT", bound=BaseRequest)
 ResponseT = TypeVar("ResponseT", bound=BaseResponse)
@@ -81,6 +82,15 @@ class Backend(Generic[RequestT, ResponseT]):
         loaded model (its grid, its size multiple). Keep them quick: smallest size, one
         step. Default: none — the model is then served once loaded, unproven."""
         return ()
+
+    def preflight(self) -> list[FieldProblem]:
+        """What loading will need from this machine and does not find — a weights directory
+        or checkpoint that does not exist — one problem per setting (`field` names it, e.g.
+        `model_id`). Cheap and side-effect free: `sheaf-server validate` and a tier-1 start
+        call it on the constructed backend before any load, so a wrong path is reported as
+        one; call it at the start of `load` too (Ray replicas load on other machines).
+        Default: nothing to check."""
+        return []
 
     def validate_request(self, request: RequestT) -> None:
         """Raise `InvalidRequest` for a request this model cannot answer. Default: accept."""

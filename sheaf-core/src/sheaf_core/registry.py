@@ -120,12 +120,7 @@ class Registry:
             if plugin.name == name:
                 raise PluginError(f"backend {name!r} comes from plugin {plugin.label}, which "
                                   f"failed to load: {plugin.error}")
-        known = ", ".join(sorted(self.backends)) or "none"
-        hint = (f"installed backends: {known}. Install its plugin, e.g. "
-                f"`pip install sheaf-backend-{name}`")
-        broken = "; ".join(f"{p.label}: {p.error}" for p in self.failed)
-        raise PluginError(f"unknown backend {name!r}; {hint}"
-                          + (f". Plugins that failed to load: {broken}" if broken else ""))
+        raise PluginError(unknown_backend_message(name, sorted(self.backends), self.failed))
 
     def combiner(self, name: str) -> type[Combiner[Any, Any]]:
         """The combiner class registered as `name`; PluginError says why it is unavailable."""
@@ -336,3 +331,29 @@ def _check_contract(model_type: str, request: type[BaseModel], response: type[Ba
         if declared is None or declared.default != model_type:
             raise TypeError(f"contract {model_type!r}: {cls.__name__}.model_type must be "
                             f"Literal[{model_type!r}] defaulting to {model_type!r}")
+
+
+#: The backends Sheaf publishes, and the package that provides each: the only names an
+#: install hint may suggest (a hint built from the user's typo would name a package that
+#: does not exist — or one a squatter could publish).
+KNOWN_BACKENDS = {"chronos": "sheaf-backend-chronos", "flux": "sheaf-backend-flux",
+                  "sdxl": "sheaf-backend-sdxl", "graphcast": "sheaf-backend-graphcast"}
+
+
+def unknown_backend_message(name: str, installed: list[str],
+                            failed: list[PluginInfo]) -> str:
+    """Why `name` is no backend: the nearest installed name, the package that provides it
+    when it is one of Sheaf's own, what is installed, and which plugins failed to load."""
+    import difflib
+
+    close = difflib.get_close_matches(name, installed, n=1)
+    message = f"unknown backend {name!r}."
+    if close:
+        message += f" Did you mean {close[0]!r}?"
+    elif name in KNOWN_BACKENDS:
+        message += (f" It is provided by {KNOWN_BACKENDS[name]}: "
+                    f"`pip install {KNOWN_BACKENDS[name]}`.")
+    message += (f" Installed backends: {', '.join(installed) or 'none'} (`sheaf-server "
+                "plugins` lists them with their packages).")
+    broken = "; ".join(f"{p.label}: {p.error}" for p in failed)
+    return message + (f" Plugins that failed to load: {broken}" if broken else "")

@@ -8,8 +8,9 @@ model (by its `name`) and the field, e.g.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -224,6 +225,12 @@ class ServerSettings(_Strict):
         default="all", description="When GET /ready answers 200: once every model and "
         "pipeline serves (all), or once loading is over and at least one does (any: for "
         "deliberately optional models). Until then 503, naming each one not ready.")
+    exit_on_load_failure: bool | None = Field(
+        default=None, description="`sheaf-server serve` exits with status 3 when a model's "
+        "first load or warm-up fails, so that an orchestrator restarts it or reports it "
+        "instead of keeping a server that can never answer. Default: on when the config "
+        "serves one model, off with several (the others keep serving; /ready names the "
+        "failed one).")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     body_timeout_s: float = Field(
         default=30.0, gt=0, le=3600, description="A request whose body stops arriving for "
@@ -233,6 +240,11 @@ class ServerSettings(_Strict):
     access_log: bool = Field(
         default=False, description="One log record per request (sheaf.access: method, path, "
         "status, latency, request id, model); off, nothing is built for it.")
+    access_log_exclude: list[str] = Field(
+        default_factory=lambda: ["/health", "/ready", "/ping", "/*/health", "/*/ready"],
+        description="Paths left out of the access log (shell-style patterns, `*` within "
+        "one path segment): by default the probes an orchestrator sends every few seconds. "
+        "[] logs every request.")
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object per line (fields, not prose), "
         "for log pipelines; on Ray the replicas' logs too.")
@@ -278,16 +290,26 @@ def parse_config(data: Any, source: str = "config") -> SheafConfig:
 
 def load_config(path: str | Path) -> SheafConfig:
     """Read and validate a sheaf.yaml file."""
+    return parse_config(read_config(path), source=str(path))
+
+
+def read_config(path: str | Path) -> Any:
+    """The YAML of a config file, not yet validated; ConfigError names the file, and for
+    bad YAML the line and column."""
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config {str(path)!r}: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_config(data, source=str(path))
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        raise ConfigError(f"{path}{where}: not valid YAML: {problem}"
+                          + (f" ({context})" if context else "")) from None
 
 
 def check_spec(spec: ModelSpec, registry: Registry | None = None) -> None:
@@ -314,7 +336,9 @@ def build_backend(spec: ModelSpec, registry: Registry | None = None) -> Any:
     try:
         return cls(**spec.backend_kwargs)
     except ValidationError as exc:
-        lines = "\n".join(f"  backend_kwargs.{_loc(e['loc'])}: {e['msg']}" for e in exc.errors())
+        lines = "\n".join(f"  backend_kwargs.{_loc(e['loc'])}: " + (
+            _unknown_setting(list(e["loc"]), cls.Settings) if e["type"] == "extra_forbidden"
+            else e["msg"]) for e in exc.errors())
         raise ConfigError(f"{where}: backend_kwargs are invalid for backend "
                           f"{spec.backend!r}:\n{lines}") from None
     except TypeError as exc:
@@ -338,6 +362,14 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 
 def _format_errors(exc: ValidationError, data: dict[str, Any]) -> str:
+    return "\n".join(f"  {line}" for line in format_errors(exc, data))
+
+
+def format_errors(exc: ValidationError, data: dict[str, Any],
+                  root: type[BaseModel] | None = None) -> list[str]:
+    """One line per error, naming the model or pipeline (`models[1] 'forecaster': `) and
+    the field; an unknown setting gets the nearest known one and the list of those allowed
+    there. `root`: the model `data` was validated as (default SheafConfig)."""
     models = data.get("models") if isinstance(data.get("models"), list) else []
     pipelines = data.get("pipelines") if isinstance(data.get("pipelines"), list) else []
     lines = []
@@ -353,7 +385,40 @@ def _format_errors(exc: ValidationError, data: dict[str, Any]) -> str:
             loc = loc[2:]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = "unknown setting (check the spelling; see docs/configuration.md)"
+            message = _unknown_setting(list(error["loc"]), root or SheafConfig)
         field = f"{_loc(tuple(loc))}: " if loc else ""
-        lines.append(f"  {prefix}{field}{message}")
-    return "\n".join(lines)
+        lines.append(f"{prefix}{field}{message}")
+    return lines
+
+
+def _unknown_setting(loc: list[Any], root: type[BaseModel]) -> str:
+    allowed = _settings_at(loc[:-1], root)
+    if not allowed:
+        return "unknown setting (check the spelling)"
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown setting; {hint}settings here: {', '.join(allowed)}"
+
+
+def _settings_at(loc: list[Any], model: type[BaseModel]) -> list[str]:
+    """The field names of the pydantic model found at `loc` under `model` (list indexes
+    skipped, Optional/list/dict annotations looked through); [] where none is found."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if current else None
+        current = _model_in(field.annotation) if field else None
+        if current is None:
+            return []
+    return list(current.model_fields) if current else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

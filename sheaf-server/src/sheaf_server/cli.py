@@ -1,30 +1,34 @@
 """`sheaf-server`: serve a sheaf.yaml, list plugins, write the OpenAPI document, check a config.
 
-Exit codes: 0 ok, 2 bad configuration or usage (the message names model and field).
+Exit codes: 0 ok, 2 bad configuration or usage (the message names model and field), 3 a
+model failed to load while `server.exit_on_load_failure` is on (default with one model).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import queue
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
+from sheaf_core.config_check import check_config, check_config_file
 from sheaf_core.errors import ConfigError, SheafError
 from sheaf_core.registry import default_registry
-from sheaf_core.spec import SheafConfig, check_spec, load_config
+from sheaf_core.spec import SheafConfig, load_config
 from sheaf_core.versions import VersionAction
 from sheaf_server.defaults import default_config
-from sheaf_server.logs import configure_logging
+from sheaf_server.logs import configure_logging, silence_progress_bars
 from sheaf_server.telemetry import configure_tracing
 
 if TYPE_CHECKING:
     from sheaf_server.model_server import ModelServer
 
+log = logging.getLogger("sheaf-server")  # the text format shows "sheaf-server: ..."
 SAGEMAKER_PORT = 8080
 SAGEMAKER_CONFIG = "/opt/ml/model/sheaf.yaml"
 CONFIG_ENV = "SHEAF_CONFIG"
@@ -41,6 +45,27 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sheaf-server: configuration error: {exc}", file=sys.stderr)
         return 2
+
+
+def run() -> NoReturn:
+    """The `sheaf-server` executable: `main()`, then exit without the interpreter's
+    teardown. Everything is stopped by then; what the teardown would add is noise — triton
+    (imported by torch 2.15) prints a nanobind leak report of some 600 lines to stderr
+    there, which is not a log line (not JSON under `log_format: json`) and reads like a
+    crash (triton-lang/triton#11552, fixed after triton 3.9). So flush what is pending
+    — spans, log handlers, stdout — and leave."""
+    code = main()
+    try:
+        from opentelemetry import trace
+
+        shutdown = getattr(trace.get_tracer_provider(), "shutdown", None)
+        if shutdown is not None:
+            shutdown()  # exports the spans still batched
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,8 +112,12 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--name", default="sheaf", help="RayService name (--kuberay)")
     build.set_defaults(run=_build)
 
-    validate = commands.add_parser("validate", help="check a config and its backends' kwargs")
+    validate = commands.add_parser("validate", help="check a config, its backends' kwargs "
+                                   "and weights paths; reports every problem at once")
     validate.add_argument("config")
+    validate.add_argument("--skip-files", dest="local_files", action="store_false",
+                          help="do not check that weights paths exist on this machine (a "
+                          "config for another machine or a cluster)")
     validate.set_defaults(run=_validate)
     return parser
 
@@ -115,13 +144,15 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(path) if path else default_config()
     settings = config.server
     configure_logging(args.log_level, settings.log_format)
+    silence_progress_bars()  # before any backend imports its model library
     configure_tracing()  # from OTEL_* (off unless OTEL_TRACES_EXPORTER names an exporter)
     host = args.host or ("0.0.0.0" if args.sagemaker else settings.host)
     port = args.port if args.port is not None else (
         SAGEMAKER_PORT if args.sagemaker else settings.port)
-    if args.runtime == "ray":
-        for spec in config.models:  # fail fast, before a cluster starts
-            check_spec(spec)
+    # Every problem at once, before anything binds or a cluster starts; weights paths are
+    # checked here unless the models load on a remote cluster.
+    check_config(config, local_files=args.runtime == "asgi" or args.address is None,
+                 source=path or "the embedded config")
     # Tier 1 constructs every backend here: bad kwargs fail before anything binds.
     server = ModelServer(config, runtime=args.runtime, host=host, port=port,
                          address=args.address, log_level=args.log_level)
@@ -129,17 +160,21 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         url = server.start()
         where = " on Ray" if args.runtime == "ray" else ""
-        print(f"sheaf-server: serving {', '.join(m.name for m in config.models)}{where} at "
-              f"{url} (docs at /docs; models load in the background, see /ready)",
-              file=sys.stderr, flush=True)
+        log.info("serving %s%s at %s (docs at /docs; models load in the background, see "
+                 "/ready)", ", ".join(m.name for m in config.models), where, url,
+                 extra={"url": url})
         signals.serving = True
-        _until_stopped(server, path, signals)
-        print("sheaf-server: draining", file=sys.stderr, flush=True)
+        exit_on_failure = settings.exit_on_load_failure
+        if exit_on_failure is None:
+            exit_on_failure = len(config.models) == 1
+        code = _until_stopped(server, path, signals, exit_on_failure)
+        log.info("draining")
     except _StoppedWhileStarting:
-        print("sheaf-server: stopped while starting", file=sys.stderr, flush=True)
+        log.info("stopped while starting")
+        code = 0
     finally:
         server.stop()
-    return 0
+    return code
 
 
 class _StoppedWhileStarting(BaseException):
@@ -165,30 +200,50 @@ class _StopSignals:
             raise _StoppedWhileStarting
 
 
-def _until_stopped(server: ModelServer, path: str | None, signals: _StopSignals) -> None:
+def _until_stopped(server: ModelServer, path: str | None, signals: _StopSignals,
+                   exit_on_failure: bool) -> int:
+    """Serve until a stop signal (0) — or, with `exit_on_failure`, until the first load of
+    a model fails (3); watched only while models load: a later failed hot swap leaves the
+    old version serving."""
+    watching = exit_on_failure
     while server.alive:
+        if watching:
+            watching, failed = _load_outcome(server)
+            if failed:
+                log.error("%s; exiting with status 3 (server.exit_on_load_failure)", failed)
+                return 3
         try:
             signum = signals.queue.get(timeout=0.5)
         except queue.Empty:
             continue
         if signum != signal.SIGHUP:
-            return
+            return 0
         _reload(server, path)
+    return 0
+
+
+def _load_outcome(server: ModelServer) -> tuple[bool, str]:
+    """(still loading, what failed): what failed names each failed model and its reason."""
+    try:
+        states = server.model_states()
+    except Exception:  # the ingress may not answer yet: look again soon
+        return True, ""
+    failed = [f"model {name!r} failed ({s['reason']})" for name, s in states.items()
+              if s["state"] == "failed"]
+    return any(s["state"] == "loading" for s in states.values()), ", ".join(failed)
 
 
 def _reload(server: ModelServer, path: str | None) -> None:
     if path is None:
-        print("sheaf-server: SIGHUP: serving the embedded default config; nothing to reload",
-              file=sys.stderr, flush=True)
+        log.warning("SIGHUP: serving the embedded default config; nothing to reload")
         return
     try:
         changed = server.reload(load_config(path))
     except SheafError as exc:
-        print(f"sheaf-server: reload of {path} not applied, still serving as before: {exc}",
-              file=sys.stderr, flush=True)
+        log.error("reload of %s not applied, still serving as before: %s", path, exc)
         return
     updated = ", ".join(changed) or "nothing (no model changed)"
-    print(f"sheaf-server: reloaded {path}: updated {updated}", file=sys.stderr, flush=True)
+    log.info("reloaded %s: updated %s", path, updated)
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -248,8 +303,7 @@ def _build(args: argparse.Namespace) -> int:
     from sheaf_server.ray import serve_config
 
     config = load_config(args.config)
-    for spec in config.models:
-        check_spec(spec)
+    check_config(config, local_files=False, source=args.config)  # paths are the cluster's
     if args.kuberay:
         document = serve_config.rayservice(config, name=args.name, pip=args.pip,
                                            image=args.image or serve_config.RAY_IMAGE)
@@ -265,17 +319,11 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from sheaf_core.pipeline_spec import plan_pipelines
-    from sheaf_core.spec import build_backend
-
-    config = load_config(args.config)
-    registry = default_registry()
-    types = {spec.name: build_backend(spec, registry).model_type for spec in config.models}
-    plan_pipelines(config.pipelines, types, registry)
+    config = check_config_file(args.config, local_files=args.local_files)
     pipelines = f", {len(config.pipelines)} pipelines" if config.pipelines else ""
     print(f"{args.config}: ok ({len(config.models)} models{pipelines})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
@@ -33,6 +33,8 @@ class _Host(Protocol):
     def start(self) -> str: ...
 
     def update(self, spec: ModelSpec) -> None: ...
+
+    def model_states(self) -> dict[str, dict[str, Any]]: ...
 
     def stop(self) -> None: ...
 
@@ -82,6 +84,11 @@ class ModelServer:
     @property
     def alive(self) -> bool:
         return self._host.alive
+
+    def model_states(self) -> dict[str, dict[str, Any]]:
+        """name → {"state": loading|ready|failed, "reason": ...} for every model and
+        pipeline, as GET /ready lists them."""
+        return self._host.model_states()
 
     def update(self, spec: ModelSpec) -> None:
         """Hot-swap the model named `spec.name`; returns once new requests are answered by

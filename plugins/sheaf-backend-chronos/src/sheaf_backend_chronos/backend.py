@@ -33,6 +33,7 @@ from sheaf_core.contracts.time_series import (
 )
 from sheaf_core.deadlines import stop_at_deadline
 from sheaf_core.errors import FieldProblem, InvalidRequest
+from sheaf_core.weights import model_dir_problem, raise_problems
 
 if TYPE_CHECKING:  # heavy imports happen in load()/predict(), never at discovery
     import numpy as np
@@ -72,10 +73,15 @@ class ChronosBackend(Backend[TimeSeriesRequest, TimeSeriesResponse]):
     kind: Kind
     grid: list[float]  # the model's quantile levels (Bolt, Chronos-2)
 
+    def preflight(self) -> list[FieldProblem]:
+        problem = model_dir_problem(self.settings.model_id, "model_id")  # type: ignore[attr-defined]
+        return [problem] if problem else []
+
     def load(self) -> None:
         import torch
         from chronos import BaseChronosPipeline, Chronos2Pipeline, ChronosBoltPipeline
 
+        raise_problems(self.preflight())
         s: ChronosSettings = self.settings  # type: ignore[assignment]
         torch.set_num_threads(s.torch_threads)
         self.pipeline = BaseChronosPipeline.from_pretrained(s.model_id, device_map=s.device,

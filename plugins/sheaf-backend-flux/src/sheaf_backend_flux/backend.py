@@ -18,7 +18,14 @@ from sheaf_core.contracts.images import GeneratedImage
 from sheaf_core.contracts.text_to_image import TextToImageRequest, TextToImageResponse
 from sheaf_core.deadlines import stop_at_deadline
 from sheaf_core.errors import FieldProblem, InvalidRequest
-from sheaf_diffusers import DiffusersSettings, ImageJob, generate_images, generators, load_pipeline
+from sheaf_diffusers import (
+    DiffusersSettings,
+    ImageJob,
+    generate_images,
+    generators,
+    load_pipeline,
+    weights_problems,
+)
 from sheaf_diffusers.streaming import StepCallback, latent_preview, stepwise
 from sheaf_diffusers.warmup import smallest_side
 
@@ -37,6 +44,9 @@ class FluxBackend(Backend[TextToImageRequest, TextToImageResponse]):
     batch_keys: ClassVar[tuple[str, ...]] = (
         "height", "width", "num_inference_steps", "guidance_scale")
     settings: FluxSettings
+
+    def preflight(self) -> list[FieldProblem]:
+        return weights_problems(self.settings)
 
     def load(self) -> None:
         from diffusers import FluxPipeline

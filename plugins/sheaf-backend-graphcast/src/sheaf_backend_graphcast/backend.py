@@ -27,6 +27,7 @@ from sheaf_core.contracts.weather import (
 )
 from sheaf_core.deadlines import check_deadline
 from sheaf_core.errors import FieldProblem, InvalidRequest
+from sheaf_core.weights import file_problem, raise_problems
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,10 +53,15 @@ class GraphCastBackend(Backend[WeatherRequest, WeatherResponse]):
     supports_streaming = True
     settings: GraphCastSettings
 
+    def preflight(self) -> list[FieldProblem]:
+        problem = file_problem(self.settings.checkpoint, "checkpoint", "PhysicsNeMo .mdlus")
+        return [problem] if problem else []
+
     def load(self) -> None:
         import physicsnemo
         import torch
 
+        raise_problems(self.preflight())
         model = physicsnemo.Module.from_checkpoint(self.settings.checkpoint)
         expected = (self.settings.input_channels, len(self.settings.state_variables))
         found = (model.input_dim_grid_nodes, model.output_dim_grid_nodes)

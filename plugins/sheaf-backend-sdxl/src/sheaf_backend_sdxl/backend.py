@@ -22,7 +22,14 @@ from sheaf_core.contracts.image_to_image import (
 from sheaf_core.contracts.images import GeneratedImage
 from sheaf_core.deadlines import stop_at_deadline
 from sheaf_core.errors import FieldProblem, InvalidRequest
-from sheaf_diffusers import DiffusersSettings, ImageJob, generate_images, generators, load_pipeline
+from sheaf_diffusers import (
+    DiffusersSettings,
+    ImageJob,
+    generate_images,
+    generators,
+    load_pipeline,
+    weights_problems,
+)
 from sheaf_diffusers.streaming import StepCallback, latent_preview, stepwise
 from sheaf_diffusers.warmup import plain_image_b64, smallest_side
 
@@ -36,6 +43,9 @@ class SdxlBackend(Backend[ImageToImageRequest, ImageToImageResponse]):
     batch_keys: ClassVar[tuple[str, ...]] = (
         "image_size", "inpainting", "num_inference_steps", "strength", "guidance_scale")
     settings: DiffusersSettings
+
+    def preflight(self) -> list[FieldProblem]:
+        return weights_problems(self.settings)
 
     def load(self) -> None:
         from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLInpaintPipeline

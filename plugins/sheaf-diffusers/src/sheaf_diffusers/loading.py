@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from sheaf_core.errors import FieldProblem
+from sheaf_core.weights import model_dir_problem, raise_problems
 from sheaf_diffusers.settings import DiffusersSettings
+
+
+def weights_problems(settings: DiffusersSettings) -> list[FieldProblem]:
+    """`Backend.preflight` of every diffusers backend: the weights directory or hub id."""
+    problem = model_dir_problem(settings.model_id, "model_id")
+    return [problem] if problem else []
 
 
 def load_pipeline(pipeline_class: Any, settings: DiffusersSettings) -> tuple[Any, str]:
@@ -13,6 +21,7 @@ def load_pipeline(pipeline_class: Any, settings: DiffusersSettings) -> tuple[Any
     Returns the pipeline and the device it generates on."""
     import torch
 
+    raise_problems(weights_problems(settings))
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
     device = resolve_device(settings.device)

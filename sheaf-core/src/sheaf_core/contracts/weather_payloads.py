@@ -165,10 +165,12 @@ def dataset_request(dataset: xr.Dataset, field: str, **fields: Any) -> WeatherRe
     missing = [name for name in ("lat", "lon") if name not in dataset.coords]
     if missing:
         raise InvalidRequest(FieldProblem(field, f"the dataset has no {', '.join(missing)} "
-                                          "coordinate (the layout is in docs/weather.md)"))
+                                          "coordinate (expected: lat and lon coordinates, the "
+                                          "states as variables over time)"))
     if not any("time" in variable.dims for variable in dataset.data_vars.values()):
         raise InvalidRequest(FieldProblem(field, "the dataset has no variable over `time` "
-                                          "(the states; see docs/weather.md)"))
+                                          "(the states: variables over (time, lat, lon) or "
+                                          "(time, level, lat, lon))"))
     return request_from_dataset(dataset, **fields)
 
 

@@ -97,7 +97,8 @@ def create_app(engine: ServingEngine) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)  # outside the fast path, so it has ids
     add_tracing(app, list(engine.models))  # the request's span, when tracing is on
     app.add_middleware(MetricsMiddleware, models=list(engine.models),  # outermost: times all
-                       access_log=engine.settings.access_log)
+                       access_log=engine.settings.access_log,
+                       access_log_exclude=engine.settings.access_log_exclude)
     _add_error_handlers(app)
     _add_server_routes(app, engine)
     for runtime in engine.models.values():

@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import uvicorn
 
@@ -55,6 +56,10 @@ class AsgiHost:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    def model_states(self) -> dict[str, dict[str, Any]]:
+        """Each model's and pipeline's state and reason, as /ready lists them."""
+        return self.engine.readiness()[1]
 
     def update(self, spec: ModelSpec) -> None:
         """Hot-swap on the server's own loop; returns once new requests use `spec`."""

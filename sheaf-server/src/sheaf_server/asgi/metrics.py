@@ -10,8 +10,9 @@ an unknown model or path is counted as route "other", so nobody can grow the ser
 from __future__ import annotations
 
 import logging
+import re
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,11 +50,23 @@ def _log_access(scope: Scope, model: str, route: str, status: int, elapsed: floa
                     "latency_ms": latency_ms})
 
 
+def _path_matcher(patterns: Collection[str]) -> Callable[[str], bool]:
+    """Whether a path matches one of the shell-style `patterns` (`*` stays within one
+    path segment, so `/*/ready` is a model's readiness, not every path ending in ready)."""
+    if not patterns:
+        return lambda path: False
+    parts = ("".join("[^/]*" if c == "*" else re.escape(c) for c in p) for p in patterns)
+    compiled = re.compile("|".join(f"(?:{part})" for part in parts))
+    return lambda path: compiled.fullmatch(path) is not None
+
+
 class MetricsMiddleware:
-    def __init__(self, app: ASGIApp, models: Collection[str], access_log: bool = False) -> None:
+    def __init__(self, app: ASGIApp, models: Collection[str], access_log: bool = False,
+                 access_log_exclude: Collection[str] = ()) -> None:
         self.app = app
         self.models = frozenset(models)
         self.access_log = access_log
+        self._unlogged = _path_matcher(access_log_exclude)
         # Bound series by label values (few: served models x routes x statuses), so the
         # hot path skips prometheus-client's locked label lookup.
         self._counts: dict[tuple[str, str, str], Any] = {}
@@ -86,5 +99,5 @@ class MetricsMiddleware:
             if histogram is None:
                 histogram = self._seconds[key[:2]] = REQUEST_SECONDS.labels(model, route)
             histogram.observe(elapsed)
-            if self.access_log:
+            if self.access_log and not self._unlogged(scope["path"]):
                 _log_access(scope, model, route, status, elapsed)

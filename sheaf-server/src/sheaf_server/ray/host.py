@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable
+from typing import Any
 
 from sheaf_core.spec import ModelSpec, SheafConfig
 from sheaf_server.ray import reaper, runner
@@ -19,6 +20,7 @@ class RayHost:
         self._started_cluster = False
         self._deployed = False
         self._reaper: subprocess.Popen[bytes] | None = None
+        self.url: str | None = None
 
     def start(self) -> str:
         self._started_cluster = runner.connect(
@@ -28,11 +30,22 @@ class RayHost:
             self._reaper = reaper.start(os.getpid(), runner.cluster_processes())
         url = runner.deploy(self.config, host=self.host, port=self.port, plugins=self.plugins)
         self._deployed = True
+        self.url = url
         return url
 
     @property
     def alive(self) -> bool:
         return self._deployed
+
+    def model_states(self) -> dict[str, dict[str, Any]]:
+        """Each model's and pipeline's state and reason, from the ingress's /ready (the
+        replicas' states live in the cluster, not in this process)."""
+        import httpx
+
+        if self.url is None:
+            return {}
+        body = httpx.get(f"{self.url}/ready", timeout=10).json()
+        return dict(body.get("models", {}))
 
     def update(self, spec: ModelSpec) -> None:
         self.config = runner.update(self.config, spec, plugins=self.plugins)

@@ -127,16 +127,18 @@ def cluster_env(settings: RayServeSettings) -> dict[str, str]:
 #: (`build_app`), so tracing set up for `sheaf-server serve --runtime ray` reaches every
 #: replica, also on a cluster started elsewhere (docs/observability.md).
 FORWARDED_ENV_PREFIX = "OTEL_"
+#: ... and these, which `sheaf-server serve` sets to keep progress bars out of the logs.
+FORWARDED_ENV = ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS")
 
 
 def with_forwarded_env(options: dict[str, Any],
                        environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Add the builder's OTEL_* variables to a deployment's runtime_env (its own env_vars
-    win). Not used for `sheaf-server build`: a written config should not carry one shell's
-    environment (exporter headers may hold credentials)."""
+    """Add the builder's OTEL_* variables (and FORWARDED_ENV) to a deployment's
+    runtime_env (its own env_vars win). Not used for `sheaf-server build`: a written config
+    should not carry one shell's environment (exporter headers may hold credentials)."""
     environ = os.environ if environ is None else environ
     return _with_env(options, {k: v for k, v in environ.items()
-                               if k.startswith(FORWARDED_ENV_PREFIX)})
+                               if k.startswith(FORWARDED_ENV_PREFIX) or k in FORWARDED_ENV})
 
 
 def serve_logging(log_format: str) -> dict[str, Any] | None:
