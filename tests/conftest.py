@@ -1,10 +1,13 @@
 """Real components shared by every test folder: an S3 API (moto in server mode on
-127.0.0.1), for batch jobs and for payloads named by URI."""
+127.0.0.1), for batch jobs and for payloads named by URI; the wheels `./dev wheels` builds
+from this checkout, for the install and image tests."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +31,21 @@ def s3() -> Iterator[dict]:
         yield options
     finally:
         server.stop()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = 8
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`./dev wheels --out DIR`: every package's wheel and sdist, checked by twine."""
+    out = tmp_path_factory.mktemp("dist")
+    ran = subprocess.run(["bash", str(ROOT / "dev"), "wheels", "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.count("PASSED") == 2 * PACKAGES, ran.stdout
+    assert f"pip install --find-links {out} sheaf-core sheaf-server sheaf-backend-chronos" \
+        in ran.stdout
+    assert len(list(out.glob("*.whl"))) == PACKAGES == len(list(out.glob("*.tar.gz")))
+    return out

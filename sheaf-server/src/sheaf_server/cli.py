@@ -22,6 +22,8 @@ from sheaf_core.registry import default_registry
 from sheaf_core.spec import SheafConfig, load_config
 from sheaf_core.versions import VersionAction
 from sheaf_server.defaults import default_config
+from sheaf_server.deploy.targets import DEFAULT_IMAGE, TARGETS, BuildOptions
+from sheaf_server.deploy.targets import build as build_target
 from sheaf_server.logs import configure_logging, silence_progress_bars
 from sheaf_server.telemetry import configure_tracing
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sheaf-server")  # the text format shows "sheaf-server: ..."
 SAGEMAKER_PORT = 8080
 SAGEMAKER_CONFIG = "/opt/ml/model/sheaf.yaml"
+IMAGE_CONFIG = "/etc/sheaf/sheaf.yaml"  # baked into images by `sheaf-server build`
 CONFIG_ENV = "SHEAF_CONFIG"
 
 
@@ -100,16 +103,38 @@ def _parser() -> argparse.ArgumentParser:
     openapi.add_argument("-o", "--output", help="file to write (default: stdout)")
     openapi.set_defaults(run=_openapi)
 
-    build = commands.add_parser("build", help="write a Ray Serve config (serve deploy, "
-                                "KubeRay serveConfigV2) or, with --kuberay, a RayService")
+    build = commands.add_parser(
+        "build", help="deployment files from a config: --target docker|compose|kubernetes|"
+        "sagemaker|ray|kuberay -o DIR (without --target: the Ray Serve config)")
     build.add_argument("config", help="sheaf.yaml")
-    build.add_argument("-o", "--output", help="file to write (default: stdout)")
-    build.add_argument("--kuberay", action="store_true", help="a KubeRay RayService manifest "
-                       "around the Serve config")
-    build.add_argument("--no-pip", dest="pip", action="store_false", help="no runtime_env "
-                       "pip list (the cluster image already has sheaf and its plugins)")
-    build.add_argument("--image", help="container image of the RayService (--kuberay)")
-    build.add_argument("--name", default="sheaf", help="RayService name (--kuberay)")
+    build.add_argument("--target", choices=TARGETS, help="what to write into -o DIR: an "
+                       "image's build context (docker), with Compose and Prometheus "
+                       "(compose), Kubernetes manifests (kubernetes), the SageMaker image "
+                       "(sagemaker), a Ray Serve config (ray), a KubeRay RayService (kuberay)")
+    build.add_argument("-o", "--output", help="with --target: the directory to write (must "
+                       "be empty or new unless --force); without: a file (default: stdout)")
+    build.add_argument("--force", action="store_true", help="write into a directory that "
+                       "holds other files")
+    build.add_argument("--image", help=f"image reference (default: {DEFAULT_IMAGE}; "
+                       "kuberay: Ray's own image)")
+    build.add_argument("--name", default="sheaf", help="name of the Kubernetes objects")
+    build.add_argument("--runtime", choices=("asgi", "ray"), default="asgi",
+                       help="docker/compose/kubernetes: asgi (tier 1, uvicorn; default) or "
+                       "ray (tier 2: a single-node Ray head and Serve in each pod)")
+    build.add_argument("--replicas", type=int, default=1, help="kubernetes: pods at least")
+    build.add_argument("--max-replicas", type=int, default=4, help="kubernetes: pods at most "
+                       "(HorizontalPodAutoscaler)")
+    build.add_argument("--hpa-metric", choices=("cpu", "queue_depth"), default="cpu",
+                       help="kubernetes: scale on CPU, or on sheaf_queue_depth (needs the "
+                       "Prometheus adapter)")
+    build.add_argument("--bake-config", action="store_true", help="kubernetes: the config is "
+                       "in the image; no ConfigMap")
+    build.add_argument("--wheels", help="docker/compose/sagemaker: copy these wheels into the "
+                       "build context (packages not on the index: ./dev wheels --out DIR)")
+    build.add_argument("--kuberay", action="store_true", help="same as --target kuberay")
+    build.add_argument("--no-pip", dest="pip", action="store_false", help="ray/kuberay: no "
+                       "runtime_env pip list (the cluster image already has sheaf and its "
+                       "plugins)")
     build.set_defaults(run=_build)
 
     validate = commands.add_parser("validate", help="check a config, its backends' kwargs "
@@ -123,10 +148,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_path(path: str | None, sagemaker: bool = False) -> str | None:
-    """The config file to serve: the argument, $SHEAF_CONFIG, SageMaker's; None: embedded."""
-    path = path or os.environ.get(CONFIG_ENV)
-    if path is None and sagemaker and Path(SAGEMAKER_CONFIG).exists():
-        path = SAGEMAKER_CONFIG
+    """The config file to serve: the argument, $SHEAF_CONFIG (empty: unset), then with
+    --sagemaker the model artefact's, then the image's baked one; None: embedded."""
+    path = path or os.environ.get(CONFIG_ENV) or None
+    if path is None and sagemaker:
+        path = next((p for p in (SAGEMAKER_CONFIG, IMAGE_CONFIG) if Path(p).exists()), None)
     return path
 
 
@@ -146,9 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, settings.log_format)
     silence_progress_bars()  # before any backend imports its model library
     configure_tracing()  # from OTEL_* (off unless OTEL_TRACES_EXPORTER names an exporter)
-    host = args.host or ("0.0.0.0" if args.sagemaker else settings.host)
-    port = args.port if args.port is not None else (
-        SAGEMAKER_PORT if args.sagemaker else settings.port)
+    host, port = _bind(args, settings.host, settings.port)
     # Every problem at once, before anything binds or a cluster starts; weights paths are
     # checked here unless the models load on a remote cluster.
     check_config(config, local_files=args.runtime == "asgi" or args.address is None,
@@ -175,6 +199,22 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return code
+
+
+def _bind(args: argparse.Namespace, host: str, port: int) -> tuple[str, int]:
+    """Where to listen: the flags first; then the platform's variable — SageMaker's
+    SAGEMAKER_BIND_TO_PORT (default 8080) with --sagemaker, else PORT (Cloud Run, Fly.io,
+    Heroku set it), either meaning all interfaces; then the config's server.host/port."""
+    platform = os.environ.get("SAGEMAKER_BIND_TO_PORT", str(SAGEMAKER_PORT)) \
+        if args.sagemaker else os.environ.get("PORT")
+    if platform is not None:
+        try:
+            port = int(platform)
+        except ValueError:
+            variable = "SAGEMAKER_BIND_TO_PORT" if args.sagemaker else "PORT"
+            raise ConfigError(f"${variable}: {platform!r} is not a port number") from None
+        host = "0.0.0.0"
+    return args.host or host, args.port if args.port is not None else port
 
 
 class _StoppedWhileStarting(BaseException):
@@ -303,18 +343,37 @@ def _build(args: argparse.Namespace) -> int:
     from sheaf_server.ray import serve_config
 
     config = load_config(args.config)
-    check_config(config, local_files=False, source=args.config)  # paths are the cluster's
-    if args.kuberay:
-        document = serve_config.rayservice(config, name=args.name, pip=args.pip,
-                                           image=args.image or serve_config.RAY_IMAGE)
-    else:
-        document = serve_config.serve_config(config, pip=args.pip)
-    text = serve_config.dump(document)
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"sheaf-server: wrote {args.output}", file=sys.stderr)
-    else:
-        print(text, end="")
+    target = args.target or ("kuberay" if args.kuberay and args.output is None else None)
+    if args.target is None:  # the Ray Serve config (or RayService) as one file or stdout
+        check_config(config, local_files=False, source=args.config)  # paths: the cluster's
+        if args.kuberay:
+            document = serve_config.rayservice(config, name=args.name, pip=args.pip,
+                                               image=args.image or serve_config.RAY_IMAGE)
+        else:
+            document = serve_config.serve_config(config, pip=args.pip)
+        text = serve_config.dump(document)
+        if args.output:
+            Path(args.output).write_text(text)
+            log.info("wrote %s", args.output)
+        else:
+            print(text, end="")
+        return 0
+    if not args.output:
+        raise ConfigError(f"--target {target}: name the directory to write with -o DIR")
+    options = BuildOptions(image=args.image or DEFAULT_IMAGE, name=args.name,
+                           runtime=args.runtime, replicas=args.replicas,
+                           max_replicas=args.max_replicas, hpa_metric=args.hpa_metric,
+                           bake_config=args.bake_config, pip=args.pip,
+                           wheels=Path(args.wheels) if args.wheels else None)
+    try:
+        result = build_target(args.target, config, options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    written = result.write(args.output, force=args.force)
+    for path in written:
+        print(f"wrote {path}")
+    for step in result.next_steps:
+        print(f"next: {step.replace('{dir}', args.output)}")
     return 0
 
 

@@ -10,13 +10,11 @@ Serve applies such overrides on top of the code's, without a rebuild.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
-import yaml
-
-from sheaf_core.registry import IN_PROCESS, Registry, default_registry
+from sheaf_core.registry import Registry
 from sheaf_core.spec import SheafConfig
+from sheaf_server.deploy import files, packages
 from sheaf_server.ray.options import (
     cluster_env,
     deployment_options,
@@ -34,17 +32,8 @@ RAY_IMAGE = f"rayproject/ray:{RAY_VERSION}-py311"
 def requirements(config: SheafConfig, registry: Registry | None = None) -> list[str]:
     """The pip requirements replicas need: sheaf-server with Ray, and the distribution of
     every plugin that provides a served backend or its model type, pinned to the versions
-    installed here."""
-    registry = registry or default_registry()
-    pins = {"sheaf-server": f"sheaf-server[ray]=={metadata.version('sheaf-server')}",
-            "sheaf-core": f"sheaf-core=={metadata.version('sheaf-core')}"}
-    for spec in config.models:
-        entry = registry.backends[spec.backend]
-        contract = registry.contract(entry.cls.model_type)
-        for plugin in (entry.plugin, contract.plugin):
-            if plugin.distribution not in pins and plugin.distribution != IN_PROCESS:
-                pins[plugin.distribution] = f"{plugin.distribution}=={plugin.version}"
-    return list(pins.values())
+    installed here (`sheaf_server.deploy.packages`)."""
+    return packages.requirements(config, "ray", registry)
 
 
 def serve_config(config: SheafConfig, *, pip: bool = True, host: str = "0.0.0.0",
@@ -116,23 +105,8 @@ def rayservice(config: SheafConfig, *, name: str = "sheaf", image: str = RAY_IMA
     }
 
 
-class _Dumper(yaml.SafeDumper):
-    """Readable YAML for humans who edit it: no anchors, multi-line strings as blocks."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str)
-
-
 def dump(document: dict[str, Any]) -> str:
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False)
+    return files.dump(document)
 
 
 def _without_name_first(options: dict[str, Any]) -> dict[str, Any]:

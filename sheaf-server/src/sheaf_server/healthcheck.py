@@ -1,0 +1,25 @@
+"""`python -m sheaf_server.healthcheck [PATH]`: exit 0 when the server in this container
+answers PATH (default /health) with 200, else 1 — the image's HEALTHCHECK, with no curl
+in the image. The port is $SAGEMAKER_BIND_TO_PORT or $PORT (default 8000)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.request
+
+
+def main(argv: list[str]) -> int:
+    path = argv[0] if argv else "/health"
+    port = os.environ.get("SAGEMAKER_BIND_TO_PORT") or os.environ.get("PORT", "8000")
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=4) as response:
+            return 0 if response.status == 200 else 1
+    except OSError as exc:
+        print(f"healthcheck: {url}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
