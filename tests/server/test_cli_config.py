@@ -135,3 +135,18 @@ def test_exit_on_load_failure_can_be_turned_on_for_several_models(tmp_path: Path
     ran = subprocess.run([str(BIN), "serve", str(config), "--port", str(free_port())],
                          capture_output=True, text=True, timeout=120)
     assert ran.returncode == 3 and "model 'broken' failed" in ran.stderr, ran.stderr[-3000:]
+
+
+def test_sagemaker_variables_apply_where_they_can(tmp_path: Path) -> None:
+    """--sagemaker: SAGEMAKER_MODEL_SERVER_TIMEOUT is the request deadline; the workers
+    variable is not applied (one process) and the log says so."""
+    import os
+
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - {name: fc, backend: baseline}\n")
+    env = {**os.environ, "SAGEMAKER_MODEL_SERVER_TIMEOUT": "7",
+           "SAGEMAKER_MODEL_SERVER_WORKERS": "4"}
+    with served(config, "--sagemaker", env=env) as server:
+        assert httpx.get(f"{server.url}/ping").status_code == 200
+        assert httpx.get(f"{server.url}/models/fc").json()["timeout_s"] == 7
+    assert "SAGEMAKER_MODEL_SERVER_WORKERS=4 is not applied" in server.output

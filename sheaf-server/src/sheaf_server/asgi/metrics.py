@@ -22,7 +22,7 @@ from sheaf_server.engine.metrics import REQUEST_SECONDS, REQUESTS
 
 MODEL_ROUTES = frozenset({"predict", "stream", "health", "ready"})
 SERVER_ROUTES = frozenset({"health", "ready", "models", "invocations", "ping", "metrics",
-                           "openapi.json", "docs"})
+                           "openapi.json", "docs", "execution-parameters"})
 
 
 def route_labels(path: str, models: Collection[str]) -> tuple[str, str]:

@@ -53,6 +53,12 @@ class UnsupportedMediaType(EngineError):
     status, code = 415, "unsupported_media_type"
 
 
+class NotAcceptable(EngineError):
+    """The client's Accept header names no type the answer can be given in."""
+
+    status, code = 406, "not_acceptable"
+
+
 class StorageUnavailable(EngineError):
     """Storage a request named (an input or output URI) failed; the message says which."""
 
