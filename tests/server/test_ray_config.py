@@ -72,12 +72,84 @@ def test_the_rayservice_carries_the_serve_config_and_the_cluster_environment(
     assert manifest["kind"] == "RayService" and manifest["apiVersion"] == "ray.io/v1"
     assert yaml.safe_load(manifest["spec"]["serveConfigV2"]) == serve_config(config)
     cluster = manifest["spec"]["rayClusterConfig"]
-    [worker] = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"]
+    gpu_group = next(g for g in cluster["workerGroupSpecs"] if "gpu" in g["groupName"])
+    [worker] = gpu_group["template"]["spec"]["containers"]
     assert worker["image"] == "registry.example/sheaf:1"
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
     env = {e["name"]: e["value"] for e in worker["env"]}
     assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
     assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == "sheaf_server.ray.http:middlewares"
+
+
+TWO_GPU_MODELS = """\
+models:
+  - {name: big, backend: baseline, resources: {num_cpus: 4, num_gpus: 1, memory: 17179869184},
+     ray: {num_replicas: 4}}
+  - {name: small, backend: baseline, resources: {num_cpus: 4, num_gpus: 1, memory: 17179869184},
+     ray: {autoscaling_config: {min_replicas: 1, max_replicas: 2}}}
+  - {name: cpu, backend: baseline}
+"""
+
+
+def test_kuberay_as_generated_runs_sheaf_on_its_own_image_one_group_per_shape(
+        tmp_path: Path) -> None:
+    """`--target kuberay`: the Sheaf image (Ray and the pinned packages inside, no
+    runtime_env install from an index that lacks them), the GPU image for GPU groups, one
+    worker group per resource shape with per-replica pods whose counts add up the
+    deployments' replicas, and Ray's autoscaler on. Checked with Ray's own schema for the
+    Serve config and the RayService's required fields (its CRD is not vendored here)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    source = tmp_path / "sheaf.yaml"
+    source.write_text(TWO_GPU_MODELS)
+    ran = subprocess.run([str(BIN), "build", str(source), "--target", "kuberay", "-o",
+                          str(tmp_path / "out"), "--image", "reg/sheaf:1", "--gpu-image",
+                          "reg/sheaf:1-cuda"], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    manifest = yaml.safe_load((tmp_path / "out" / "rayservice.yaml").read_text())
+    spec = manifest["spec"]
+    serve = yaml.safe_load(spec["serveConfigV2"])
+    ServeDeploySchema.model_validate(serve)
+    assert "runtime_env" not in serve["applications"][0]  # the image has the packages
+    cluster = spec["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True and cluster["rayVersion"]
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"
+    assert head["template"]["spec"]["containers"][0]["image"] == "reg/sheaf:1"
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    assert len(groups) == len(cluster["workerGroupSpecs"])  # names are unique
+    gpu = groups["workers-4cpu-1gpu-16384mi"]
+    assert (gpu["minReplicas"], gpu["maxReplicas"]) == (5, 6)  # 4 + 1..2, one GPU each
+    [container] = gpu["template"]["spec"]["containers"]
+    assert container["image"] == "reg/sheaf:1-cuda"
+    assert container["resources"]["limits"] == {"cpu": "4", "memory": "16384Mi",
+                                                 "nvidia.com/gpu": "1"}
+    assert gpu["rayStartParams"] == {"num-cpus": "4", "num-gpus": "1"}
+    cpu = groups["workers-1cpu-4096mi"]  # the ingress and the CPU model
+    assert cpu["template"]["spec"]["containers"][0]["image"] == "reg/sheaf:1"
+    for group in cluster["workerGroupSpecs"]:
+        for field in ("groupName", "minReplicas", "maxReplicas", "rayStartParams",
+                      "template"):
+            assert field in group, field
+
+
+def test_a_runtime_env_install_can_name_a_private_index_and_wheels(tmp_path: Path) -> None:
+    from ray._private.runtime_env.validation import parse_and_validate_pip
+    from ray.serve.schema import ServeDeploySchema
+
+    source = tmp_path / "sheaf.yaml"
+    source.write_text("models:\n  - {name: a, backend: baseline}\n")
+    ran = subprocess.run([str(BIN), "build", str(source), "--target", "ray", "-o",
+                          str(tmp_path / "out"), "--pip-index-url", "https://pypi.example/simple",
+                          "--find-links", "https://wheels.example/sheaf/"],
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    serve = yaml.safe_load((tmp_path / "out" / "serve_config.yaml").read_text())
+    pip = serve["applications"][0]["runtime_env"]["pip"]
+    assert pip["pip_install_options"] == ["--index-url", "https://pypi.example/simple",
+                                          "--find-links", "https://wheels.example/sheaf/"]
+    assert parse_and_validate_pip(pip)["packages"][0].startswith("sheaf-server[ray]==")
+    ServeDeploySchema.model_validate(serve)
 
 
 def test_the_built_config_deploys_and_answers_with_an_ops_edit(ray_cluster: RayCluster,

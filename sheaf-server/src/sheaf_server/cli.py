@@ -22,7 +22,13 @@ from sheaf_core.registry import default_registry
 from sheaf_core.spec import SheafConfig, load_config
 from sheaf_core.versions import VersionAction
 from sheaf_server.defaults import default_config
-from sheaf_server.deploy.targets import DEFAULT_IMAGE, TARGETS, BuildOptions
+from sheaf_server.deploy.targets import (
+    DEFAULT_IMAGE,
+    TARGETS,
+    BuildOptions,
+    kuberay_document,
+    ray_document,
+)
 from sheaf_server.deploy.targets import build as build_target
 from sheaf_server.logs import configure_logging, silence_progress_bars
 from sheaf_server.telemetry import configure_tracing
@@ -132,9 +138,17 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--wheels", help="docker/compose/sagemaker: copy these wheels into the "
                        "build context (packages not on the index: ./dev wheels --out DIR)")
     build.add_argument("--kuberay", action="store_true", help="same as --target kuberay")
-    build.add_argument("--no-pip", dest="pip", action="store_false", help="ray/kuberay: no "
-                       "runtime_env pip list (the cluster image already has sheaf and its "
-                       "plugins)")
+    build.add_argument("--no-pip", dest="pip", action="store_false", default=None,
+                       help="ray: no runtime_env pip list (the cluster image already has "
+                       "sheaf and its plugins)")
+    build.add_argument("--pip", dest="pip", action="store_true", help="kuberay: install the "
+                       "pinned packages through the runtime_env (with a plain Ray --image)")
+    build.add_argument("--pip-index-url", help="ray/kuberay: the index the runtime_env "
+                       "installs from (a private index holding the Sheaf packages)")
+    build.add_argument("--find-links", help="ray/kuberay: a URL of wheels the runtime_env "
+                       "install may use (pip --find-links)")
+    build.add_argument("--gpu-image", help="kuberay: the image of GPU worker groups (built "
+                       "with a CUDA torch); default --image")
     build.set_defaults(run=_build)
 
     validate = commands.add_parser("validate", help="check a config, its backends' kwargs "
@@ -365,14 +379,17 @@ def _build(args: argparse.Namespace) -> int:
     from sheaf_server.ray import serve_config
 
     config = load_config(args.config)
-    target = args.target or ("kuberay" if args.kuberay and args.output is None else None)
+    pip_options = (*(("--index-url", args.pip_index_url) if args.pip_index_url else ()),
+                   *(("--find-links", args.find_links) if args.find_links else ()))
+    options = BuildOptions(image=args.image or DEFAULT_IMAGE, name=args.name,
+                           runtime=args.runtime, replicas=args.replicas,
+                           max_replicas=args.max_replicas, hpa_metric=args.hpa_metric,
+                           bake_config=args.bake_config, pip=args.pip,
+                           pip_options=pip_options, gpu_image=args.gpu_image,
+                           wheels=Path(args.wheels) if args.wheels else None)
     if args.target is None:  # the Ray Serve config (or RayService) as one file or stdout
         check_config(config, local_files=False, source=args.config)  # paths: the cluster's
-        if args.kuberay:
-            document = serve_config.rayservice(config, name=args.name, pip=args.pip,
-                                               image=args.image or serve_config.RAY_IMAGE)
-        else:
-            document = serve_config.serve_config(config, pip=args.pip)
+        document = (kuberay_document if args.kuberay else ray_document)(config, options)
         text = serve_config.dump(document)
         if args.output:
             Path(args.output).write_text(text)
@@ -381,12 +398,7 @@ def _build(args: argparse.Namespace) -> int:
             print(text, end="")
         return 0
     if not args.output:
-        raise ConfigError(f"--target {target}: name the directory to write with -o DIR")
-    options = BuildOptions(image=args.image or DEFAULT_IMAGE, name=args.name,
-                           runtime=args.runtime, replicas=args.replicas,
-                           max_replicas=args.max_replicas, hpa_metric=args.hpa_metric,
-                           bake_config=args.bake_config, pip=args.pip,
-                           wheels=Path(args.wheels) if args.wheels else None)
+        raise ConfigError(f"--target {args.target}: name the directory to write with -o DIR")
     try:
         result = build_target(args.target, config, options)
     except ValueError as exc:

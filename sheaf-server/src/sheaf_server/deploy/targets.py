@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sheaf_core.config_check import check_config
 from sheaf_core.errors import ConfigError
@@ -35,7 +35,13 @@ class BuildOptions:
     max_replicas: int = 4
     hpa_metric: HpaMetric = "cpu"
     bake_config: bool = False
-    pip: bool = True
+    #: ray/kuberay: install the pinned packages through the runtime_env (None: ray yes,
+    #: kuberay only when `pip_options` say where the packages are).
+    pip: bool | None = None
+    #: Options of that install: ("--index-url", URL), ("--find-links", URL).
+    pip_options: tuple[str, ...] = ()
+    #: kuberay: the image of GPU worker groups (a CUDA torch); default `image`.
+    gpu_image: str | None = None
     #: Wheels to copy into an image's build context (packages not on the index).
     wheels: Path | None = None
 
@@ -148,16 +154,43 @@ def _kubernetes(config: SheafConfig, options: BuildOptions,
     return Build(server.files(), next_steps=steps)
 
 
+def ray_document(config: SheafConfig, options: BuildOptions,
+                 registry: Registry | None = None) -> dict[str, Any]:
+    """The Ray Serve config; the runtime_env installs the pinned packages unless
+    `options.pip` is False (the cluster's image has them)."""
+    from sheaf_server.ray import serve_config
+
+    pip = True if options.pip is None else options.pip
+    return serve_config.serve_config(config, pip=pip, pip_options=options.pip_options,
+                                     registry=registry)
+
+
+def kuberay_document(config: SheafConfig, options: BuildOptions,
+                     registry: Registry | None = None) -> dict[str, Any]:
+    """The RayService on the Sheaf image (Ray and the pinned packages inside it), so no
+    runtime_env install — unless `options.pip`, or pip options naming where the packages
+    are, ask for one (a plain Ray image as `--image`)."""
+    from sheaf_server.ray import serve_config
+
+    pip = bool(options.pip_options) if options.pip is None else options.pip
+    return serve_config.rayservice(config, name=options.name, image=options.image,
+                                   gpu_image=options.gpu_image, pip=pip,
+                                   pip_options=options.pip_options, registry=registry)
+
+
 def _ray(target: Target, config: SheafConfig, options: BuildOptions,
          registry: Registry | None) -> Build:
     from sheaf_server.ray import serve_config
 
     if target == "ray":
-        document = serve_config.serve_config(config, pip=options.pip, registry=registry)
-        return Build({"serve_config.yaml": serve_config.dump(document)},
+        return Build({"serve_config.yaml": serve_config.dump(
+                          ray_document(config, options, registry))},
                      next_steps=["serve deploy {dir}/serve_config.yaml  (on the Ray cluster)"])
-    image = serve_config.RAY_IMAGE if options.image == DEFAULT_IMAGE else options.image
-    document = serve_config.rayservice(config, name=options.name, pip=options.pip,
-                                       image=image, registry=registry)
-    return Build({"rayservice.yaml": serve_config.dump(document)},
-                 next_steps=["kubectl apply -f {dir}/rayservice.yaml  (KubeRay installed)"])
+    steps = []
+    if options.image == DEFAULT_IMAGE:
+        steps.append("build the image first: sheaf-server build CONFIG --target docker "
+                     "--runtime ray -o IMAGE_DIR (and for GPU groups once more, without the "
+                     "CPU-only torch, as --gpu-image), push it and pass --image")
+    steps.append("kubectl apply -f {dir}/rayservice.yaml  (KubeRay installed)")
+    return Build({"rayservice.yaml": serve_config.dump(
+                      kuberay_document(config, options, registry))}, next_steps=steps)
