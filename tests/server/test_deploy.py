@@ -315,3 +315,15 @@ def test_the_compose_file_passes_the_compose_specification(tmp_path: Path) -> No
     bad.write_text("services:\n  sheaf:\n    image: x\n    bogus_key: 1\n")
     with pytest.raises(ValueError, match="bogus_key"):
         PyCompose.from_yaml(bad.read_text()).validate()
+
+
+def test_lambda_refuses_a_model_that_asks_for_a_gpu() -> None:
+    from sheaf_core.errors import ConfigError
+    from sheaf_core.spec import ModelSpec
+    from sheaf_server.aws_lambda import make_handler
+
+    config = SheafConfig(models=[ModelSpec(name="fc", backend="baseline",
+                                           resources={"num_gpus": 1})])
+    with pytest.raises(ConfigError, match=r"model 'fc': resources.num_gpus: AWS Lambda has "
+                                          r"no GPUs"):
+        make_handler(config)

@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 from sheaf_core.config_check import check_config
+from sheaf_core.errors import ConfigError
 from sheaf_core.spec import SheafConfig, load_config
 from sheaf_server.asgi.app import create_app
 from sheaf_server.defaults import default_config
@@ -32,6 +33,11 @@ def make_handler(config: SheafConfig) -> LambdaHandler:
     from mangum import Mangum
 
     check_config(config)
+    wanting = [spec.name for spec in config.models if spec.resources.num_gpus]
+    if wanting:
+        raise ConfigError(f"model {wanting[0]!r}: resources.num_gpus: AWS Lambda has no GPUs; "
+                          "set it to 0, or serve this model on a GPU target (sheaf-server "
+                          "build --target kubernetes|sagemaker)")
     silence_progress_bars()
     engine = Engine(config.models, config.server, pipelines=config.pipelines)
     app = create_app(engine)

@@ -123,8 +123,9 @@ def _image(target: Target, config: SheafConfig, options: BuildOptions,
     flags = "".join(f" --build-arg {k}={v}" for k, v in build_args.items())
     build_line = f"docker build -t {options.image}{flags} {{dir}}"
     if target == "docker":
-        context.next_steps = [build_line,
-                              f"docker run --rm -p {config.server.port}:8000 {options.image}"]
+        gpus = " --gpus all" if _gpus(config) else ""
+        context.next_steps = [build_line, f"docker run --rm{gpus} -p {config.server.port}:8000 "
+                              f"{options.image}"]
     elif target == "compose":
         context.files["docker-compose.yml"] = docker.compose(
             image=options.image, port=config.server.port, gpus=_gpus(config),
@@ -135,7 +136,7 @@ def _image(target: Target, config: SheafConfig, options: BuildOptions,
         context.next_steps = [
             build_line,
             f"docker run --rm -p 8080:8080 -v MODEL_DIR:/opt/ml/model {options.image} serve",
-            "push it to ECR and create the model and endpoint: docs/deployment.md#sagemaker"]
+            "push it to ECR and create the model and endpoint: docs/sagemaker.md"]
     return context
 
 
