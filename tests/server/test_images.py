@@ -5,7 +5,7 @@ answers /ping and /invocations with a sheaf.yaml mounted at /opt/ml/model.
 
 No image registry is reachable here, so the base is a local Debian bookworm made with
 debootstrap (the Dockerfile's BASE_IMAGE argument; users build FROM python:3.11-slim), kept
-in podman's store between runs. Needs `apt-get install podman runc debootstrap` (.ci/run
+in podman's store between runs. Needs `apt-get install podman runc debootstrap` (./dev test
 does it); `./dev test -m "not container"` leaves these out on a machine without them."""
 
 from __future__ import annotations

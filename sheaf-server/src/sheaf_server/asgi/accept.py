@@ -10,7 +10,7 @@ from sheaf_server.engine.errors import NotAcceptable
 def accepts(accept: str | None, media_type: str) -> bool:
     """Whether `media_type` satisfies the Accept header (absent: anything). Ranges
     (`*/*`, `application/*`) match; an entry with `q=0` excludes its type."""
-    if not accept or not accept.strip():
+    if not accept or accept == "*/*" or not accept.strip():  # most clients: no parsing
         return True
     kind = media_type.split(";", 1)[0].strip().lower()
     family = kind.split("/", 1)[0]
