@@ -96,3 +96,19 @@ def test_each_package_readme_stands_alone_on_an_index_page(package: str) -> None
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert all(link.startswith("https://") for link in links), links
     assert "pip install" in text and "```" in text and "Apache-2.0" in text
+
+
+@pytest.mark.parametrize("folders", [["tests/server", "tests/plugins/chronos"],
+                                     ["tests/plugins", "tests/server"],
+                                     ["tests/batch", "tests/server"],
+                                     ["tests/server/test_http.py", "tests/plugins/flux"]])
+def test_any_set_of_test_folders_collects_on_its_own(folders: list[str]) -> None:
+    """Test modules import their helpers from modules named for them (hosts.py,
+    cli_support.py, ...), never `from conftest import`: two folders' conftest modules share
+    one name, and a run over both once failed to collect."""
+    ran = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", *folders],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and "error" not in ran.stdout.splitlines()[-1], ran.stdout[-2000:]
+    assert not any(line.startswith("from conftest import")
+                   for path in (ROOT / "tests").rglob("test_*.py")
+                   for line in path.read_text().splitlines())

@@ -1,5 +1,6 @@
-"""Hosts for the HTTP behaviour suite: `host` runs each test against tier 1 (uvicorn in a
-thread) and against Ray Serve (a real local cluster, one per test session).
+"""Fixtures of the HTTP behaviour suite: `host` runs each test against tier 1 (uvicorn in a
+thread) and against Ray Serve (a real local cluster, one per test session); the classes
+they hand out are in hosts.py.
 
 Ray reads its flags from the environment when first imported, so they are set here, at
 collection, before any test module imports `ray.serve`.
@@ -9,24 +10,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import server_support
 from cli_support import free_port, reserved_port
-from server_support import ScriptedPlugin
+from hosts import Flag, Host, RayCluster
 
-from sheaf_core import (
-    ModelSpec,
-    PipelineSpec,
-    RayServeSettings,
-    ServerSettings,
-    SheafConfig,
-)
-from sheaf_server import ModelServer
+from sheaf_core import RayServeSettings
 
 _HAPROXY_METRICS_PORT = reserved_port()
 os.environ.update({
@@ -37,11 +29,6 @@ os.environ.update({
     "RAY_SERVE_LOG_TO_STDERR": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",  # log records reach the files at once
 })
-
-
-class RayCluster:
-    def __init__(self, port: int) -> None:
-        self.port = port
 
 
 @pytest.fixture(scope="session")
@@ -71,50 +58,9 @@ def _haproxy_pids() -> set[int]:
     return {int(pid) for pid in out.split()}
 
 
-class Host:
-    """Serves specs on one host through `ModelServer`; tests talk to it over HTTP, and
-    drive it (`host.server.update`) as a user's code would."""
-
-    def __init__(self, name: str, request: pytest.FixtureRequest) -> None:
-        self.name = name
-        self._request = request
-        self.server: ModelServer | None = None
-
-    @contextmanager
-    def serve(self, *specs: ModelSpec, wait_ready: bool = True,
-              pipelines: Sequence[PipelineSpec] = (),
-              **settings: object) -> Iterator[httpx.Client]:
-        config = SheafConfig(models=list(specs), pipelines=list(pipelines),
-                             server=ServerSettings(**settings))
-        if self.name == "asgi":
-            server = ModelServer(config, port=0, plugins=[ScriptedPlugin()],
-                                 log_level="warning")
-        else:  # the session's cluster: RayHost joins it, and leaves it running at stop()
-            cluster: RayCluster = self._request.getfixturevalue("ray_cluster")
-            server = ModelServer(config, runtime="ray", host="127.0.0.1", port=cluster.port,
-                                 plugins=[ScriptedPlugin()])
-        with server, httpx.Client(base_url=server.url or "", timeout=30) as client:
-            self.server = server
-            if wait_ready:
-                _wait_ready(client)
-            yield client
-
-
 @pytest.fixture(params=["asgi", "ray"])
 def host(request: pytest.FixtureRequest) -> Host:
     return Host(request.param, request)
-
-
-def _wait_ready(client: httpx.Client, timeout: float = 60) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while client.get("/ready").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/ready").text
-        time.sleep(0.05)
-
-
-Flag = Callable[[str], str]
 
 
 @pytest.fixture

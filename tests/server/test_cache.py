@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import httpx
-from conftest import Host
+from hosts import Host
 
 from sheaf_core import ModelSpec
 from sheaf_core.contracts.image_to_image import ImageToImageRequest

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import Host
 from feast_support import build_feature_repo
+from hosts import Host
 
 from sheaf_core import ModelSpec
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cli_support import served
-from conftest import Host
+from hosts import Host
 
 from sheaf_backend_chronos.testing import save_tiny_bolt, save_tiny_chronos2
 from sheaf_backend_flux.testing import save_tiny_flux

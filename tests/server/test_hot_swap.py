@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Flag, Host
+from hosts import Flag, Host
 
 from sheaf_core import BatchingPolicy, ConfigError, ModelSpec, UpdateFailed
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Flag, Host
+from hosts import Flag, Host
 from server_support import POISON, ScriptedPlugin, serving, sse_events, steps_logged
 
 from sheaf_core import ModelSpec
@@ -82,10 +82,17 @@ def test_a_backend_refusal_is_a_422_naming_the_field(host: Host) -> None:
 
 
 def test_unknown_model_is_a_404_listing_the_served_ones(host: Host) -> None:
-    with host.serve(spec()) as client:
-        for response in (client.post("/nope/predict", json=BODY), client.get("/nope/ready")):
+    """On every model route (from the one route table): stream and health too."""
+    with host.serve(spec(), ModelSpec(name="plain", backend="baseline")) as client:
+        for response in (client.post("/nope/predict", json=BODY), client.get("/nope/ready"),
+                         client.post("/nope/stream", json=BODY), client.get("/nope/health")):
             assert response.status_code == 404
-            assert "served models: m" in response.json()["message"]
+            assert response.json()["error"] == "model_not_found"
+            assert "served models: m, plain" in response.json()["message"]
+        for name in ("m", "plain"):  # every model streams (a plain backend: the result only)
+            assert client.get(f"/models/{name}").json()["routes"] == {
+                route: f"/{name}/{route}" for route in ("predict", "stream", "health",
+                                                        "ready")}
 
 
 def test_a_predict_route_answers_other_methods_with_a_405(host: Host) -> None:

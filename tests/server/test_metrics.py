@@ -7,7 +7,7 @@ import concurrent.futures
 import uuid
 
 import httpx
-from conftest import Host
+from hosts import Host
 from prometheus_client.parser import text_string_to_metric_families
 
 from sheaf_core import ModelSpec

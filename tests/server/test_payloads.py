@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 import s3fs
 import xarray as xr
-from conftest import Host
-from conftest import _wait_ready as wait_ready
+from hosts import Host, wait_until_ready
 from server_support import sse_events
 
 from sheaf_backend_graphcast.testing import sample_request, save_tiny_graphcast
@@ -133,7 +132,7 @@ def server(tiny: dict[str, Any], s3: dict[str, Any], files: Path) -> Iterator[ht
                          server=ServerSettings(payloads=payloads(files, s3)))
     with ModelServer(config, port=0, log_level="warning") as running, \
             httpx.Client(base_url=running.url or "", timeout=60) as client:
-        wait_ready(client)
+        wait_until_ready(client)
         yield client
 
 
@@ -158,7 +157,7 @@ def test_a_server_without_allowed_prefixes_reads_no_uri(tiny: dict[str, Any]) ->
     config = SheafConfig(models=[weather_model(tiny)])
     with ModelServer(config, port=0, log_level="warning") as running, \
             httpx.Client(base_url=running.url or "", timeout=60) as client:
-        wait_ready(client)
+        wait_until_ready(client)
         found = problems(client.post("/weather/predict", json={"input_uri": "/data/x.nc"}))
     assert "server.payloads.allowed_uri_prefixes" in found["input_uri"]
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Flag, Host
+from hosts import Flag, Host
 
 from sheaf_backend_chronos.testing import save_tiny_bolt
 from sheaf_core import ModelSpec, PipelineSpec

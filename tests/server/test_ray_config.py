@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from conftest import RayCluster
+from hosts import RayCluster
 
 from sheaf_core import load_config
 from sheaf_server.ray.serve_config import IMPORT_PATH, rayservice, requirements, serve_config

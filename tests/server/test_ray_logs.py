@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Host
+from hosts import Host
 
 from sheaf_core import ModelSpec
 

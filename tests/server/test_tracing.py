@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cli_support import BIN, free_port, served
-from conftest import Host
+from hosts import Host
 from tracing_support import (
     Span,
     ancestors,

@@ -108,17 +108,19 @@ class BatchRunner:
         work = JobContext(self.spec, job.source, job.work_path, job.storage_options,
                           job.batch_size, self.plugins)
         items = [asdict(c) for c in chunks]
-        dataset = ray.data.from_items(items, override_num_blocks=len(items))
-        resources = {"num_cpus": job.num_cpus, "num_gpus": job.num_gpus}
+        descriptors = ray.data.from_items(items, override_num_blocks=len(items))
         if job.compute == "actors":
-            dataset = dataset.map_batches(
+            dataset = descriptors.map_batches(
                 ChunkActor, fn_constructor_kwargs={"job": work}, batch_size=1,
-                compute=ray.data.ActorPoolStrategy(size=job.num_actors), **resources)
+                compute=ray.data.ActorPoolStrategy(size=job.num_actors),
+                num_cpus=job.num_cpus, num_gpus=job.num_gpus)
         else:
             compute = ray.data.TaskPoolStrategy(size=job.concurrency) if job.concurrency \
                 else None
-            dataset = dataset.map_batches(run_chunks, fn_kwargs={"job": work}, batch_size=1,
-                                          compute=compute, **resources)
+            dataset = descriptors.map_batches(
+                run_chunks,  # type: ignore[arg-type]  # Ray's protocol omits fn_kwargs
+                fn_kwargs={"job": work}, batch_size=1, compute=compute,
+                num_cpus=job.num_cpus, num_gpus=job.num_gpus)
         with tqdm(total=total, initial=initial, unit="rows", desc=self.spec.name,
                   disable=not self.progress, file=sys.stderr, dynamic_ncols=True,
                   smoothing=0.1) as bar:

@@ -65,7 +65,7 @@ class Backend(Generic[RequestT, ResponseT]):
         """Whether the same request always gets the same answer from this backend, so the
         response cache may keep it. Default: what the request says (a seed pinned); a
         backend that samples without a seed says False."""
-        return request.deterministic()  # type: ignore[attr-defined, no-any-return]
+        return request.deterministic()
 
     def __init__(self, **kwargs: Any) -> None:
         self.settings = self.Settings(**kwargs)

@@ -129,7 +129,7 @@ class _Wire:
     @staticmethod
     def known_type(request: Request) -> str | None:
         """The model type a typed request names; None for a dict (ask the server)."""
-        return request.model_type if isinstance(request, BaseRequest) else None  # type: ignore[attr-defined, no-any-return]
+        return request.model_type if isinstance(request, BaseRequest) else None  # type: ignore[attr-defined]
 
     def learn_type(self, model: str, reply: httpx.Response) -> str:
         """The model type from GET /models/NAME's answer (an error raises)."""

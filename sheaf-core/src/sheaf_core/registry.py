@@ -147,7 +147,8 @@ class Registry:
             raise PluginError("no model type is registered (is sheaf-core installed?)")
         if len(members) == 1:
             return TypeAdapter(members[0])
-        return TypeAdapter(Annotated[Union[members], Field(discriminator="model_type")])  # noqa: UP007
+        union: Any = Union[members]  # noqa: UP007 - built at run time from the registry
+        return TypeAdapter(Annotated[union, Field(discriminator="model_type")])
 
 
 def discover(

@@ -278,7 +278,8 @@ class SheafConfig(_Strict):
     @model_validator(mode="after")
     def _check_names(self) -> SheafConfig:
         seen: set[str] = set()
-        for spec in [*self.models, *self.pipelines]:
+        named: list[ModelSpec | PipelineSpec] = [*self.models, *self.pipelines]
+        for spec in named:
             if spec.name in seen:
                 raise ValueError(f"two models or pipelines are named {spec.name!r}; names "
                                  "must be unique")
@@ -391,7 +392,7 @@ def format_errors(exc: ValidationError, data: dict[str, Any],
         prefix = ""
         if len(loc) >= 2 and loc[0] in ("models", "pipelines") and isinstance(loc[1], int):
             index = loc[1]
-            entries = models if loc[0] == "models" else pipelines
+            entries: list[Any] = (models if loc[0] == "models" else pipelines) or []
             entry = entries[index] if index < len(entries) else None
             name = entry.get("name") if isinstance(entry, dict) else None
             prefix = f"{loc[0]}[{index}]" + (f" {name!r}" if name else "") + ": "

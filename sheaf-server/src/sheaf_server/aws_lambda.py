@@ -48,7 +48,7 @@ def make_handler(config: SheafConfig) -> LambdaHandler:
 
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         asyncio.set_event_loop(loop)  # where the engine's batchers wait for work
-        return adapter(event, context)  # type: ignore[no-any-return]
+        return adapter(event, context)
 
     return handler
 

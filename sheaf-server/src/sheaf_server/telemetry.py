@@ -17,11 +17,15 @@ from __future__ import annotations
 import logging
 import os
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
 from sheaf_core.errors import ConfigError
 from sheaf_server.engine import tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("sheaf.telemetry")
 
@@ -54,7 +58,7 @@ def configure_tracing() -> bool:
     return True
 
 
-def _exporter(name: str) -> object:
+def _exporter(name: str) -> SpanExporter:
     found = entry_points(group=EXPORTER_GROUP, name=name)
     if not found:
         installed = sorted(ep.name for ep in entry_points(group=EXPORTER_GROUP))

@@ -12,6 +12,7 @@ import hashlib
 import math
 import random
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +46,7 @@ class BaselineForecaster(Backend[TimeSeriesRequest, TimeSeriesResponse]):
 
     model_type = "time_series"
     Settings = BaselineSettings
+    settings: BaselineSettings
 
     def validate_request(self, request: TimeSeriesRequest) -> None:
         problems = []
@@ -59,8 +61,9 @@ class BaselineForecaster(Backend[TimeSeriesRequest, TimeSeriesResponse]):
             raise InvalidRequest(problems)
 
     def warmup_requests(self) -> list[TimeSeriesRequest]:
-        return [TimeSeriesRequest(history=[float(i % 7) for i in range(28)], horizon=7,
-                                  frequency="1d", output_mode=OutputMode.QUANTILES)]
+        history: list[float | None] = [float(i % 7) for i in range(28)]
+        return [TimeSeriesRequest(history=history, horizon=7, frequency="1d",
+                                  output_mode=OutputMode.QUANTILES)]
 
     def predict(self, requests: Sequence[TimeSeriesRequest]) -> list[TimeSeriesResponse]:
         return [self._answer(request) for request in requests]
@@ -82,7 +85,8 @@ class BaselineForecaster(Backend[TimeSeriesRequest, TimeSeriesResponse]):
         forecasts = [_forecast(y, request, season, rng) for y in series]
         means = [f[0] for f in forecasts]
         mode = request.output_mode
-        quantiles = samples = None
+        quantiles = None
+        samples: Any = None  # per sample: a path, or variate-major paths (joint)
         if mode is OutputMode.QUANTILES:
             quantiles = {quantile_key(q): _shape([f[1][j] for f in forecasts], request.joint)
                          for j, q in enumerate(request.quantile_levels)}

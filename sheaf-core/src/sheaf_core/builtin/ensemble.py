@@ -29,6 +29,7 @@ class EnsembleSettings(BaseModel):
 class WeightedQuantileEnsemble(Combiner[TimeSeriesRequest, TimeSeriesResponse]):
     model_type = "time_series"
     Settings = EnsembleSettings
+    settings: EnsembleSettings
 
     def check_inputs(self, names: Sequence[str]) -> None:
         weights = self.settings.weights

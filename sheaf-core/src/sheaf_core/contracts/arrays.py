@@ -66,7 +66,7 @@ class EncodedArray(BaseModel):
         import numpy as np
 
         if self._values is not None:
-            return self._values  # type: ignore[no-any-return]
+            return self._values
         raw = base64.b64decode(self.data_b64)
         return np.frombuffer(raw, dtype=np.dtype(self.dtype).newbyteorder("<")).reshape(
             self.shape).astype(self.dtype)

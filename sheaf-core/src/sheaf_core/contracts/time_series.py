@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import (
     AfterValidator,
@@ -226,8 +226,9 @@ class TimeSeriesRequest(BaseRequest):
             field_errors(type(self).__name__, problems)
         length = len(self.history) if self.history is not None else None
         if self.is_multivariate:
-            width = len(self.history[0])  # type: ignore[arg-type]
-            for i, row in enumerate(self.history):
+            rows = cast(list[Any], self.history)
+            width = len(rows[0])
+            for i, row in enumerate(rows):
                 if not isinstance(row, list) or len(row) != width:
                     problems.append((("history", i), f"every row must have {width} variates "
                                      "(time-major: one row per time step)", row))
@@ -272,7 +273,8 @@ class TimeSeriesRequest(BaseRequest):
         forecast = range(self.n_variates) if self.joint else [self.target_index or 0]
         history = self.history or []
         for j in forecast:
-            values = (row[j] for row in history) if self.is_multivariate else iter(history)
+            values = (cast(list[Any], row)[j] for row in history) if self.is_multivariate \
+                else iter(history)
             if all(value is None for value in values):
                 where = f"variate {j} of history" if self.is_multivariate else "history"
                 return [(("history",), f"{where} has no observed value (only nulls): there is "
@@ -329,11 +331,11 @@ class TimeSeriesRequest(BaseRequest):
 
     @property
     def is_multivariate(self) -> bool:
-        return bool(self.history) and isinstance(self.history[0], list)
+        return bool(self.history) and isinstance(cast(list[Any], self.history)[0], list)
 
     @property
     def n_variates(self) -> int:
-        return len(self.history[0]) if self.is_multivariate else 1  # type: ignore[arg-type]
+        return len(cast(list[Any], self.history)[0]) if self.is_multivariate else 1
 
     @property
     def joint(self) -> bool:
@@ -343,16 +345,18 @@ class TimeSeriesRequest(BaseRequest):
     def variates(self) -> list[list[float]]:
         """History as variate-major float lists, missing values as NaN."""
         nan = math.nan
+        rows = cast(list[Any], self.history or [])
         if not self.is_multivariate:
-            return [[nan if x is None else x for x in self.history]]  # type: ignore[misc]
-        columns = zip(*self.history, strict=True)  # type: ignore[misc]
+            return [[nan if x is None else x for x in rows]]
+        columns = zip(*rows, strict=True)
         return [[nan if x is None else x for x in column] for column in columns]
 
     def largest_magnitude(self) -> float:
         """The largest absolute value in the history and covariates (0 if none): what a
         backend compares with the range its arithmetic holds (`magnitude_problem`)."""
-        rows: list[Any] = ([value for row in self.history for value in row]
-                           if self.is_multivariate else list(self.history or []))
+        history = cast(list[Any], self.history or [])
+        rows: list[Any] = ([value for row in history for value in row]
+                           if self.is_multivariate else list(history))
         for series in [*(self.past_covariates or {}).values(),
                        *(self.future_covariates or {}).values()]:
             rows.extend(series)
@@ -408,4 +412,4 @@ def forecast_timestamps(request: TimeSeriesRequest) -> list[datetime] | None:
     freq = request.parsed_frequency
     if request.start is None or freq is None:
         return None
-    return freq.timestamps(request.start, len(request.history), request.horizon)
+    return freq.timestamps(request.start, len(request.history or []), request.horizon)

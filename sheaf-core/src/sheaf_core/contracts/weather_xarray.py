@@ -61,7 +61,7 @@ def request_from_dataset(dataset: xr.Dataset, **fields: Any) -> WeatherRequest:
         dataset = dataset.isel(step=slice(0, n_steps))
     times = [_to_datetime(t) for t in dataset["time"].values] if "time" in dataset.coords \
         else []
-    states = [{"surface": surface, "atmospheric": atmospheric}
+    states: list[dict[str, Any]] = [{"surface": surface, "atmospheric": atmospheric}
               for surface, atmospheric in _unstacked(dataset)]
     for state, time in zip(states, times, strict=False):
         state["time"] = time
@@ -134,7 +134,7 @@ def _unstacked(dataset: xr.Dataset) -> list[tuple[dict[str, EncodedArray],
 
 
 def _grid_and_levels(dataset: xr.Dataset) -> dict[str, Any]:
-    levels = dataset["level"].values if "level" in dataset.coords else []
+    levels: Any = dataset["level"].values if "level" in dataset.coords else []
     return {"grid": {"lat": [float(x) for x in dataset["lat"].values],
                      "lon": [float(x) for x in dataset["lon"].values]},
             "levels": [float(x) for x in levels]}

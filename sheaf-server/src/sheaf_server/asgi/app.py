@@ -37,6 +37,7 @@ from sheaf_server.asgi.fast_path import FastPathMiddleware, Handler, render_erro
 from sheaf_server.asgi.metrics import MetricsMiddleware
 from sheaf_server.asgi.openapi import answer_formats, body_models, build_openapi, request_body
 from sheaf_server.asgi.request_id import GENERATED_KEY, STATE_KEY, RequestIdMiddleware
+from sheaf_server.asgi.routes import MODEL_ROUTES, model_paths
 from sheaf_server.asgi.tracing import add_tracing
 from sheaf_server.engine import (
     ClientGone,
@@ -70,7 +71,8 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     pipelines: list[PipelineSpec] = []
     if isinstance(specs, SheafConfig):
         settings = settings or specs.server
-        specs, pipelines = specs.models, specs.pipelines
+        pipelines = list(specs.pipelines)
+        specs = specs.models
     return create_app(Engine(specs, settings, registry, plugins, pipelines=pipelines))
 
 
@@ -317,19 +319,20 @@ def _model_name_in(body: bytes) -> str:
 def _add_unknown_model_routes(app: FastAPI, engine: ServingEngine) -> None:
     """Any other /{name}/... answers 404 naming the served models."""
 
-    async def unknown(name: str) -> Response:
-        engine.model(name)  # raises ModelNotFound listing the served models
-        raise ModelNotFound(f"model {name!r} has no such route")
+    async def unknown(request: Request, name: str) -> Response:
+        runtime = engine.model(name)  # raises ModelNotFound listing the served models
+        routes = ", ".join(model_paths(name, streams=isinstance(runtime, StreamingModel)))
+        raise ModelNotFound(f"model {name!r} has no route {request.url.path!r}; it serves "
+                            f"{routes}")
 
-    for suffix, method in (("predict", "POST"), ("health", "GET"), ("ready", "GET")):
-        app.add_api_route(f"/{{name}}/{suffix}", unknown, methods=[method],
+    for route, method in MODEL_ROUTES.items():
+        app.add_api_route(f"/{{name}}/{route}", unknown, methods=[method],
                           include_in_schema=False)
 
 
 async def _listing(runtime: ServedModel) -> dict[str, Any]:
     info = await runtime.describe()
-    info["routes"] = {"predict": f"/{runtime.name}/predict",
-                      "health": f"/{runtime.name}/health", "ready": f"/{runtime.name}/ready"}
+    info["routes"] = model_paths(runtime.name, streams=isinstance(runtime, StreamingModel))
     info["request_schema"] = runtime.contract.request.model_json_schema()
     info["response_schema"] = runtime.contract.response.model_json_schema(mode="serialization")
     return info

@@ -18,11 +18,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sheaf_server.asgi.request_id import STATE_KEY
+from sheaf_server.asgi.routes import MODEL_ROUTES, SERVER_ROUTES
 from sheaf_server.engine.metrics import REQUEST_SECONDS, REQUESTS
-
-MODEL_ROUTES = frozenset({"predict", "stream", "health", "ready"})
-SERVER_ROUTES = frozenset({"health", "ready", "models", "invocations", "ping", "metrics",
-                           "openapi.json", "docs", "execution-parameters"})
 
 
 def route_labels(path: str, models: Collection[str]) -> tuple[str, str]:

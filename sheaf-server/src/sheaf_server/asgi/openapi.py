@@ -34,7 +34,7 @@ def request_body(contract: ContractEntry) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": content}}
 
 
-def answer_formats(contract: ContractEntry) -> dict[int, Any]:
+def answer_formats(contract: ContractEntry) -> dict[int | str, Any]:
     """The 200 response's other media types (a body in a codec's format is answered so)."""
     media_types = _binary(contract)
     if not media_types:

@@ -93,7 +93,7 @@ def _image_context(config: SheafConfig, options: BuildOptions, registry: Registr
             raise ConfigError(f"--wheels: no .whl files in {options.wheels} (build them "
                               "with ./dev wheels --out DIR)")
         copies = {f"wheels/{wheel.name}": wheel for wheel in found}
-    executable = frozenset()
+    executable: frozenset[str] = frozenset()
     if sagemaker:
         files["serve"] = docker.SAGEMAKER_SERVE
         executable = frozenset({"serve"})

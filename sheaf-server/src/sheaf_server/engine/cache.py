@@ -33,11 +33,11 @@ class ResponseCache:
         self._metrics = ModelMetrics(model)
         self._entries: TTLCache[bytes, BaseResponse] = TTLCache(policy.max_entries,
                                                                 policy.ttl_s)
-        self._excluded = ALWAYS_EXCLUDED | set(policy.exclude_fields)
-        self.hits = previous.hits if previous else 0
-        self.misses = previous.misses if previous else 0
+        self._excluded: set[str] = set(ALWAYS_EXCLUDED | set(policy.exclude_fields))
+        self.hits: int = previous.hits if previous else 0
+        self.misses: int = previous.misses if previous else 0
         #: requests not cacheable (not deterministic)
-        self.bypassed = previous.bypassed if previous else 0
+        self.bypassed: int = previous.bypassed if previous else 0
 
     def key(self, request: BaseRequest, backend: Backend[Any, Any]) -> bytes | None:
         """The request's key, or None when its answer must not be cached."""

@@ -38,7 +38,7 @@ class StreamJob:
 
 def run_stream(backend: Backend[Any, Any], job: StreamJob) -> BaseResponse:
     """Worker-thread side: drive `backend.stream`, forwarding progress; the response."""
-    events = backend.stream(job.request)
+    events: Any = backend.stream(job.request)  # a generator: closed below
     try:
         for event in events:
             if job.cancelled.is_set():
@@ -111,5 +111,8 @@ def open_stream(request: BaseRequest, loop: asyncio.AbstractEventLoop) -> tuple[
         StreamJob, asyncio.Queue[ProgressEvent]]:
     """A job for `request` whose events land in the returned queue (on `loop`)."""
     queue: asyncio.Queue[ProgressEvent] = asyncio.Queue()
-    job = StreamJob(request, lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+    def emit(event: ProgressEvent) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    job = StreamJob(request, emit)
     return job, queue

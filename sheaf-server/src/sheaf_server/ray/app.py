@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from ray import serve
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from sheaf_core.errors import ConfigError
 from sheaf_core.pipeline_spec import PipelineSpec, plan_pipelines
@@ -39,7 +39,8 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     pipelines: list[PipelineSpec] = []
     if isinstance(specs, SheafConfig):
         settings = settings or specs.server
-        specs, pipelines = specs.models, specs.pipelines
+        pipelines = list(specs.pipelines)
+        specs = specs.models
     specs = list(specs)
     settings = settings or ServerSettings()
     plugins = tuple(plugins)
@@ -53,7 +54,7 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     log_config = serve_logging(settings.log_format)
     log_options: dict[str, Any] = {"logging_config": log_config} if log_config else {}
     models: dict[str, Any] = {
-        spec.name: serve.deployment(ModelReplica).options(
+        spec.name: _deployment(ModelReplica).options(
             **with_forwarded_env(deployment_options(spec, settings.ray)), **log_options,
             user_config={"spec": spec.model_dump(mode="json")},
             version=code_version(settings, plugin_names), _internal=True)
@@ -62,12 +63,12 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     model_types = {spec.name: registry.backend(spec.backend).model_type for spec in specs}
     plan_pipelines(pipelines, model_types, registry)  # ConfigError names pipeline and node
     for pipeline in pipelines:
-        models[pipeline.name] = serve.deployment(PipelineReplica).options(
+        models[pipeline.name] = _deployment(PipelineReplica).options(
             **with_forwarded_env(pipeline_options(pipeline, settings.ray)), **log_options,
             version=code_version(settings, plugin_names, pipeline), _internal=True,
         ).bind(pipeline, model_types, settings, {name: models[name] for name in model_types},
                plugins)
-    ingress = serve.deployment(SheafIngress).options(
+    ingress = _deployment(SheafIngress).options(
         **with_forwarded_env(ingress_options(settings.ray)), **log_options,
         user_config={"specs": [spec.model_dump(mode="json") for spec in specs]},
         version=code_version(settings, plugin_names, model_types, pipelines), _internal=True)
@@ -94,3 +95,8 @@ def from_args(args: dict[str, Any]) -> Application:
         raise ConfigError("application args: expected {config: <the sheaf.yaml content>}, "
                           f"got {sorted(args) if isinstance(args, dict) else type(args)}")
     return build_app(parse_config(args["config"], source="application args.config"))
+
+
+def _deployment(cls: type) -> Deployment:
+    """`serve.deployment(cls)`, typed: its overloads read a class as a decorator's options."""
+    return cast(Deployment, serve.deployment(cls))

@@ -11,7 +11,7 @@ disconnects) cancels the call; Ray cancels the replica's generator, which cancel
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
@@ -54,8 +54,8 @@ async def open_remote_stream(handle: DeploymentHandle, name: str, body: bytes | 
                              request_id: str, budget: float,
                              meta: CallMeta) -> tuple[str, RemoteStream]:
     """Ingress side: start the replica's stream and wait for its verdict on the request."""
-    calls: DeploymentResponseGenerator = handle.options(stream=True).stream.remote(
-        body, request_id, True, budget, meta)
+    calls = cast(DeploymentResponseGenerator, handle.options(stream=True).stream.remote(
+        body, request_id, True, budget, meta))
     try:
         first: Message = await guarded(name, budget, f"request id {request_id}",
                                         calls.__anext__())

@@ -84,7 +84,7 @@ def cluster_processes() -> list[int]:
     import ray
 
     try:
-        node = ray._private.worker._global_node
+        node: Any = ray._private.worker._global_node
         return [info.process.pid for infos in node.all_processes.values() for info in infos]
     except AttributeError as exc:
         log.warning("cannot list the local Ray cluster's processes (%s): processes it "

@@ -1,0 +1,63 @@
+"""What the HTTP behaviour suite serves through: `Host` runs a test's specs on tier 1
+(uvicorn in a thread) or on Ray Serve (the session's local cluster), `wait_until_ready` waits for
+/ready, `Flag` names a file a test creates to steer the scripted backend. Fixtures that
+hand them out are in conftest.py; test modules import these names from here (a module
+named for what it holds, so that any set of test folders collects together)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from server_support import ScriptedPlugin
+
+from sheaf_core import ModelSpec, PipelineSpec, ServerSettings, SheafConfig
+from sheaf_server import ModelServer
+
+Flag = Callable[[str], str]
+
+
+class RayCluster:
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+class Host:
+    """Serves specs on one host through `ModelServer`; tests talk to it over HTTP, and
+    drive it (`host.server.update`) as a user's code would."""
+
+    def __init__(self, name: str, request: pytest.FixtureRequest) -> None:
+        self.name = name
+        self._request = request
+        self.server: ModelServer | None = None
+
+    @contextmanager
+    def serve(self, *specs: ModelSpec, wait_ready: bool = True,
+              pipelines: Sequence[PipelineSpec] = (),
+              **settings: object) -> Iterator[httpx.Client]:
+        config = SheafConfig(models=list(specs), pipelines=list(pipelines),
+                             server=ServerSettings(**settings))
+        if self.name == "asgi":
+            server = ModelServer(config, port=0, plugins=[ScriptedPlugin()],
+                                 log_level="warning")
+        else:  # the session's cluster: RayHost joins it, and leaves it running at stop()
+            cluster: RayCluster = self._request.getfixturevalue("ray_cluster")
+            server = ModelServer(config, runtime="ray", host="127.0.0.1", port=cluster.port,
+                                 plugins=[ScriptedPlugin()])
+        with server, httpx.Client(base_url=server.url or "", timeout=30) as client:
+            self.server = server
+            if wait_ready:
+                wait_until_ready(client)
+            yield client
+
+
+def wait_until_ready(client: httpx.Client, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while client.get("/ready").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/ready").text
+        time.sleep(0.05)
+
+
