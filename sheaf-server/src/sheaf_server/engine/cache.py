@@ -13,6 +13,8 @@ cache (new weights, new answers).
 from __future__ import annotations
 
 import hashlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 from cachetools import TTLCache
@@ -26,13 +28,14 @@ ALWAYS_EXCLUDED = frozenset({"request_id", "model_name"})
 
 
 class ResponseCache:
-    def __init__(self, model: str, policy: CachePolicy,
-                 previous: ResponseCache | None = None) -> None:
-        """`previous`: the cache this one replaces (a hot swap); its counters carry on."""
+    def __init__(self, model: str, policy: CachePolicy, previous: ResponseCache | None = None,
+                 *, timer: Callable[[], float] = time.monotonic) -> None:
+        """`previous`: the cache this one replaces (a hot swap); its counters carry on.
+        `timer`: the clock entries age by (a test passes its own)."""
         self.policy = policy
         self._metrics = ModelMetrics(model)
-        self._entries: TTLCache[bytes, BaseResponse] = TTLCache(policy.max_entries,
-                                                                policy.ttl_s)
+        self._entries: TTLCache[bytes, BaseResponse] = TTLCache(
+            policy.max_entries, policy.ttl_s, timer=timer)
         self._excluded: set[str] = set(ALWAYS_EXCLUDED | set(policy.exclude_fields))
         self.hits: int = previous.hits if previous else 0
         self.misses: int = previous.misses if previous else 0
