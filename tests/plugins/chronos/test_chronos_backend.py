@@ -73,6 +73,11 @@ class TestBoltConformance(BackendConformance):
     def sample_requests(self) -> list[TimeSeriesRequest]:
         return [TimeSeriesRequest(**kwargs) for kwargs in MIXED]
 
+    @pytest.fixture
+    def invalid_requests(self) -> list[tuple[TimeSeriesRequest, str]]:
+        return [(TimeSeriesRequest(history=[1, 2], horizon=1, output_mode="quantiles",
+                                   quantile_levels=[0.001, 0.5]), "quantile_levels")]
+
 
 class TestChronos2Conformance(TestBoltConformance):
     @pytest.fixture(scope="class")
