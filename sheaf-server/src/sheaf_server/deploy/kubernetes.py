@@ -27,7 +27,7 @@ from typing import Any, Literal
 from sheaf_core.registry import Registry, default_registry
 from sheaf_core.spec import ModelSpec, SheafConfig
 from sheaf_server import __version__
-from sheaf_server.deploy.files import dump_all, write_files
+from sheaf_server.deploy.files import dump, dump_all, write_files
 
 Runtime = Literal["asgi", "ray"]
 HpaMetric = Literal["cpu", "queue_depth"]
@@ -82,8 +82,6 @@ class KubernetesServer:
 
     def config_yaml(self) -> str:
         """The config as the pods read it: what was given, defaults left out."""
-        from sheaf_server.deploy.files import dump
-
         return dump(self.sheaf_config.model_dump(mode="json", exclude_defaults=True))
 
     def manifests(self) -> list[dict[str, Any]]:
