@@ -1,10 +1,8 @@
 """What the image backends' tests share: comparing images (`picture_support`), reading
-server-sent events, serving one model over real HTTP."""
+server-sent events and serving over real HTTP (`sheaf_server.testing`)."""
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,37 +12,18 @@ from picture_support import assert_same_image, pixels, png_b64
 
 from sheaf_core import ModelSpec, SheafConfig
 from sheaf_core.testing import BackendConformance
-from sheaf_server import ModelServer
+from sheaf_server import testing
+from sheaf_server.testing import sse_events
 
 __all__ = ["ImageConformance", "assert_same_image", "pixels", "png_b64", "serving",
            "sse_events"]
 
 
-def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict]]:
-    """(event, data) pairs of a server-sent event stream, as they arrive."""
-    event, data = "message", []
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            event = line.removeprefix("event:").strip()
-        elif line.startswith("data:"):
-            data.append(line.removeprefix("data:").strip())
-        elif not line and data:
-            yield event, json.loads("\n".join(data))
-            event, data = "message", []
-
-
 @contextmanager
 def serving(*specs: ModelSpec, plugins: tuple[object, ...] = ()) -> Iterator[httpx.Client]:
     """The specs on a real uvicorn (tier 1), ready; a client for it."""
-    with ModelServer(SheafConfig(models=list(specs)), port=0, log_level="warning",
-                     plugins=list(plugins)) as running, \
-            httpx.Client(base_url=running.url or "", timeout=60) as client:
-        for _ in range(600):
-            if client.get("/ready").status_code == 200:
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError(f"not ready: {client.get('/ready').text}")
+    with testing.serving(SheafConfig(models=list(specs)), plugins=plugins,
+                         timeout=60) as client:
         yield client
 
 

@@ -6,7 +6,6 @@ same tests drive it in this process (tier 1) and in Ray replicas (other processe
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -15,13 +14,13 @@ from contextlib import contextmanager
 
 import httpx
 import uvicorn
-from httpx_sse import EventSource
 from pydantic import BaseModel, ConfigDict
 
 from sheaf_core import TimeSeriesRequest, TimeSeriesResponse, hookimpl
 from sheaf_core.backend import ProgressEvent
 from sheaf_core.builtin.baseline import BaselineForecaster
 from sheaf_core.deadlines import check_deadline
+from sheaf_server import testing
 
 POISON = 666.0
 
@@ -113,8 +112,8 @@ def _shifted(value: float | list[float], by: float) -> float | list[float]:
 
 
 def sse_events(response: httpx.Response) -> list[tuple[str, dict]]:
-    """The (event, data) pairs of a server-sent event stream (httpx-sse parses it)."""
-    return [(sse.event, json.loads(sse.data)) for sse in EventSource(response).iter_sse()]
+    """The (event, data) pairs of a server-sent event stream (`sheaf_server.testing`)."""
+    return list(testing.sse_events(response))
 
 
 def steps_logged(path: str) -> int:
