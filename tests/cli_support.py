@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from sheaf_server.testing import wait_until_ready
 
 BIN = Path(sys.executable).parent / "sheaf-server"
 
@@ -90,10 +90,7 @@ def served(config: Path, *options: str, env: dict[str, str] | None = None,
     try:
         running.wait_for(SERVING, timeout)
         running.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + timeout
-        while httpx.get(f"{running.url}/ready").status_code != 200:
-            assert time.monotonic() < deadline, running.output[-3000:]
-            time.sleep(0.05)
+        wait_until_ready(running.url, timeout, explain=lambda: running.output[-3000:])
         yield running
     finally:
         process.terminate()

@@ -6,7 +6,6 @@ named for what it holds, so that any set of test folders collects together)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -15,7 +14,7 @@ import pytest
 from server_support import ScriptedPlugin
 
 from sheaf_core import ModelSpec, PipelineSpec, ServerSettings, SheafConfig
-from sheaf_server import ModelServer
+from sheaf_server import ModelServer, testing
 
 Flag = Callable[[str], str]
 
@@ -55,9 +54,6 @@ class Host:
 
 
 def wait_until_ready(client: httpx.Client, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get("/ready").status_code != 200:
-        assert time.monotonic() < deadline, client.get("/ready").text
-        time.sleep(0.05)
+    testing.wait_until_ready(client, timeout)
 
 

@@ -327,6 +327,7 @@ def test_on_ray_a_call_the_ingress_abandons_is_dropped_before_it_runs(
     `DeploymentResponse`); the replica's batcher then drops the request unrun."""
     from ray import serve
 
+    from sheaf_server.engine import Call
     from sheaf_server.ray.runner import _on_handle_loop
 
     with Host("ray", request).serve(ONE_AT_A_TIME) as client:
@@ -335,9 +336,10 @@ def test_on_ray_a_call_the_ingress_abandons_is_dropped_before_it_runs(
         async def scenario() -> None:
             handle = serve.get_deployment_handle("m", "sheaf")
             async with httpx.AsyncClient(base_url=base) as ac:
-                first = handle.handle.remote(json.dumps(BODY), "first", False, 30.0)
+                first = handle.handle.remote(Call("m", "first", json.dumps(BODY), budget_s=30))
                 await _until_stats(ac, requests=1)
-                abandoned = handle.handle.remote(json.dumps(BODY), "second", False, 30.0)
+                abandoned = handle.handle.remote(Call("m", "second", json.dumps(BODY),
+                                                      budget_s=30))
                 await _until_stats(ac, queued=1)  # it reached the replica's batcher
                 abandoned.cancel()
                 assert (await first).request_id == "first"

@@ -26,6 +26,7 @@ from sheaf_core import ModelSpec, SheafConfig
 from sheaf_core.registry import discover
 from sheaf_core.spec import build_backend
 from sheaf_server import ModelServer
+from sheaf_server.testing import wait_until_ready
 
 STARTS = 5
 HISTORY = [10.0 + (i % 7) + 0.3 * i for i in range(40)]
@@ -138,10 +139,7 @@ def test_a_hot_swap_loads_beside_models_that_keep_answering_right(
 
     with ModelServer(SheafConfig(models=specs), port=0, log_level="warning") as server, \
             httpx.Client(base_url=server.url or "", timeout=60) as client:
-        deadline = time.monotonic() + 120
-        while client.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline, client.get("/ready").text
-            time.sleep(0.05)
+        wait_until_ready(client, 120)
         swapping = threading.Event()
         answers: list[tuple[str, int, dict[str, Any]]] = []
 

@@ -5,7 +5,6 @@ process; Ray runs each node as a deployment wired by handles; both give the same
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from hosts import Flag, Host
 
 from sheaf_backend_chronos.testing import save_tiny_bolt
 from sheaf_core import ModelSpec, PipelineSpec
+from sheaf_server.testing import wait_until_ready
 
 BODY = {"history": [10.0, 12.0, 11.0, 13.0, 12.0, 14.0, 13.0, 15.0], "horizon": 3,
         "output_mode": "quantiles", "quantile_levels": [0.1, 0.5, 0.9]}
@@ -93,15 +93,10 @@ def test_a_pipeline_is_not_ready_until_its_models_are(host: Host, flag: Flag) ->
             "mix": {"combiner": "weighted_ensemble", "inputs": ["slow", "fast"]}}})
     # fast first: in one process models load one at a time, in the config's order
     with host.serve(fast, slow, pipelines=[pipeline], wait_ready=False) as client:
-        deadline = time.monotonic() + 60
-        while client.get("/fast/ready").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until_ready(client, 60, path="/fast/ready")
         waiting = client.get("/both/ready")
         assert waiting.status_code == 503 and "slow" in waiting.json()["reason"]
         assert client.post("/both/predict", json=BODY).status_code == 503
         Path(gate).touch()
-        while client.get("/both/ready").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until_ready(client, 60, path="/both/ready")
         assert client.post("/both/predict", json=BODY).json()["mean"] == [15.0] * 3

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ from hosts import RayCluster
 
 from sheaf_core import load_config
 from sheaf_server.ray.serve_config import IMPORT_PATH, rayservice, requirements, serve_config
+from sheaf_server.testing import wait_until_ready
 
 BIN = Path(sys.executable).parent / "sheaf-server"
 SHEAF_YAML = """\
@@ -169,10 +169,7 @@ def test_the_built_config_deploys_and_answers_with_an_ops_edit(ray_cluster: RayC
     _get_global_client().deploy_apps(schema, _blocking=True)
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{ray_cluster.port}", timeout=30)
-        deadline = time.monotonic() + 60
-        while client.get("/ready").status_code != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until_ready(client, 60)
         response = client.post("/fc/predict", json={"history": [1, 2, 3], "horizon": 2})
         assert response.status_code == 200 and response.json()["mean"] == [3, 3]
         piped = client.post("/ens/predict", json={"history": [1, 2, 3], "horizon": 2})

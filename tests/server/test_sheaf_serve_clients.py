@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from sheaf_backend_flux.testing import save_tiny_flux
 from sheaf_backend_sdxl.testing import save_tiny_sdxl
 from sheaf_core import ModelSpec, SheafConfig
 from sheaf_server import ModelServer
+from sheaf_server.testing import wait_until_ready
 
 SHEAF_SERVE = "sheaf-serve==0.13.0"
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,10 +60,7 @@ def calls(sheaf_serve_python: Path, tmp_path_factory: pytest.TempPathFactory
     image.write_text(png_b64(64, 64, seed=4))
     with ModelServer(config, port=0, log_level="warning") as server:
         url = server.url or ""
-        deadline = time.monotonic() + 120
-        while httpx.get(f"{url}/ready").status_code != 200:
-            assert time.monotonic() < deadline, httpx.get(f"{url}/ready").text
-            time.sleep(0.1)
+        wait_until_ready(url, 120)
         ran = subprocess.run([str(sheaf_serve_python), str(Path(__file__).parent /
                                                            "sheaf_serve_calls.py"),
                               url, str(image)], capture_output=True, text=True, timeout=300)

@@ -12,8 +12,8 @@ from typing import Any
 import fsspec
 
 from sheaf_batch.sources import Chunk, Source
-from sheaf_core.errors import SheafError
-from sheaf_server.engine import ModelRuntime, RequestInvalid
+from sheaf_core.errors import InvalidRequest, SheafError
+from sheaf_server.engine import ModelRuntime, request_path
 
 #: How many invalid rows an `InvalidRows` message lists (all of them are in the file).
 SHOWN = 20
@@ -47,8 +47,8 @@ def plan(source: Source, runtime: ModelRuntime, chunk_rows: int, rejects: str,
         def check(line: int, text: str) -> None:
             result.rows += 1
             try:
-                runtime.parse(text)
-            except RequestInvalid as exc:
+                request_path.parse(runtime.contract.request.model_validate_json, text)
+            except InvalidRequest as exc:
                 result.rejected += 1
                 problems = [{"field": p.field, "message": p.message} for p in exc.problems]
                 out.write(json.dumps({"line": line, "fields": problems,

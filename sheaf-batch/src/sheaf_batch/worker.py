@@ -1,6 +1,7 @@
-"""What runs on Ray workers: one chunk at a time, through the engine's request path —
-parse and model checks (`ModelRuntime.parse`/`check`), `predict_each` (one call per batch, a
-failing request retried alone so it fails by itself), `encode` — then a checkpoint.
+"""What runs on Ray workers: one chunk at a time, its rows parsed and sent as typed calls
+into the engine's request path (`request_path.answer_rows`: features, checks, the backend
+in batches — a failing row retried alone so it fails by itself — failures translated as the
+servers translate them, stamped, encoded), then a checkpoint.
 
 The backend is loaded once per process: `ChunkActor` holds one per actor; stateless tasks
 share a per-process cache (`_runtime`), so a worker process that runs many tasks loads once.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +18,10 @@ import numpy as np
 
 from sheaf_batch.checkpoints import WorkDir
 from sheaf_batch.sources import Chunk, Source
-from sheaf_core.contracts.base import BaseRequest
+from sheaf_core.errors import InvalidRequest, RequestError
 from sheaf_core.spec import ModelSpec
-from sheaf_server.engine import Engine, EngineError, ModelRuntime, RequestInvalid
+from sheaf_server.engine import BackendFailed, Call, Engine, ModelRuntime, request_path
 from sheaf_server.engine.loading import load_model
-from sheaf_server.engine.model import predict_each
 
 log = logging.getLogger("sheaf.batch")
 
@@ -101,40 +100,36 @@ def run_chunk(runtime: ModelRuntime, job: JobContext, source: Source, work: Work
               chunk: Chunk) -> tuple[int, int]:
     """Answer every row of `chunk` and checkpoint it; (rows answered, rows failed). Rows the
     driver found invalid are skipped here (they are in the rejects file)."""
-    requests: list[tuple[int, BaseRequest]] = []
-    errors: list[bytes] = []
+    calls: list[Call] = []
+    lines: list[int] = []
     for line, text in source.rows(chunk):
         try:
-            request = runtime.parse(text)
-        except RequestInvalid:
+            request = request_path.parse(runtime.contract.request.model_validate_json, text)
+        except InvalidRequest:
             continue  # reported by the driver's validation
-        try:
-            # features it names, from the model's store; then the model's own refusals,
-            # which need its weights: here
-            request = runtime.complete(request)
-        except EngineError as exc:
-            errors.append(_error(line, request, exc.message, exc.problems))
-            continue
-        requests.append((line, request))
+        calls.append(Call(runtime.name, f"line-{line}", request=request, id_generated=True))
+        lines.append(line)
     responses: list[bytes] = []
-    for start in range(0, len(requests), job.batch_size):
-        batch = requests[start:start + job.batch_size]
-        for (line, request), result in zip(
-                batch, predict_each(runtime.backend, [r for _, r in batch]), strict=True):
-            if isinstance(result, Exception):
-                errors.append(_error(line, request, f"{type(result).__name__}: {result}"))
-                continue
-            result.request_id = request.request_id or f"line-{line}"
-            result.model_name = runtime.name
-            responses.append(runtime.encode(result))
+    errors: list[bytes] = []
+    for line, result in zip(lines, request_path.answer_rows(runtime, calls, job.batch_size),
+                            strict=True):
+        if isinstance(result, RequestError):
+            errors.append(_error(line, result))
+        else:
+            responses.append(result)
     work.write_chunk(chunk.index, responses, errors,
                      {"rows": chunk.rows, "ok": len(responses), "failed": len(errors)})
     return len(responses), len(errors)
 
 
-def _error(line: int, request: BaseRequest, message: str,
-           problems: Iterable[Any] = ()) -> bytes:
+def _error(line: int, exc: RequestError) -> bytes:
+    """An errors-file record: the line, the id, the servers' error `code` and fields — and,
+    for a backend failure, the exception itself (a server keeps it in its log; this file is
+    the job's log)."""
+    cause = exc.__cause__
+    message = (f"{type(cause).__name__}: {cause}"
+               if isinstance(exc, BackendFailed) and cause is not None else exc.message)
     return json.dumps({
-        "line": line, "request_id": request.request_id or f"line-{line}", "error": message,
-        "fields": [{"field": p.field, "message": p.message} for p in problems],
+        "line": line, "request_id": exc.request_id, "code": exc.code, "error": message,
+        "fields": [{"field": p.field, "message": p.message} for p in exc.problems],
     }).encode()

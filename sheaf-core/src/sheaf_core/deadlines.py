@@ -24,11 +24,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from sheaf_core.errors import DeadlineExceeded
+
 _deadline: ContextVar[float | None] = ContextVar("sheaf_deadline", default=None)
 
 
-class DeadlinePassed(Exception):
-    """The work's deadline passed: every request it served has been answered already."""
+#: The work's deadline passed: every request it served has been answered already. The
+#: same class as `sheaf_core.errors.DeadlineExceeded` (one concept, one class); this is the
+#: name backends know.
+DeadlinePassed = DeadlineExceeded
 
 
 @contextmanager

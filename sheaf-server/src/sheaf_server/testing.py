@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -46,11 +46,17 @@ def serving(config: SheafConfig | Iterable[ModelSpec], *, plugins: Iterable[obje
         yield client
 
 
-def wait_until_ready(client: httpx.Client, timeout: float = 120) -> None:
-    """Until GET /ready is 200; AssertionError with the server's reason after `timeout`."""
+def wait_until_ready(client: httpx.Client | str, timeout: float = 120, *, path: str = "/ready",
+                     explain: Callable[[], str] | None = None) -> None:
+    """Until GET `path` (a server's /ready, or a model's /{name}/ready) answers 200;
+    `client` a client or a base URL. After `timeout`, AssertionError with the last answer
+    — or what `explain` returns (e.g. the server's output)."""
+    get = client.get if isinstance(client, httpx.Client) else (
+        lambda p: httpx.get(f"{client}{p}", timeout=30))
     deadline = time.monotonic() + timeout
-    while (answer := client.get("/ready")).status_code != 200:
-        assert time.monotonic() < deadline, f"not ready after {timeout}s: {answer.text}"
+    while (answer := get(path)).status_code != 200:
+        assert time.monotonic() < deadline, (
+            f"GET {path} not 200 after {timeout}s: " + (explain() if explain else answer.text))
         time.sleep(0.05)
 
 

@@ -40,17 +40,19 @@ from sheaf_server.asgi.request_id import GENERATED_KEY, STATE_KEY, RequestIdMidd
 from sheaf_server.asgi.routes import MODEL_ROUTES, model_paths
 from sheaf_server.asgi.tracing import add_tracing
 from sheaf_server.engine import (
+    Call,
     ClientGone,
     Engine,
-    EngineError,
+    InvalidRequest,
     ModelNotFound,
+    RequestError,
     ServedModel,
     ServingEngine,
+    status_of,
 )
-from sheaf_server.engine.errors import RequestInvalid
 from sheaf_server.engine.metrics import exposition
-from sheaf_server.engine.model import ModelState
 from sheaf_server.engine.served import StreamingModel
+from sheaf_server.engine.state import ModelState
 
 log = logging.getLogger("sheaf.server")
 T = TypeVar("T")
@@ -121,12 +123,18 @@ async def _predict(request: Request, engine: ServingEngine, runtime: ServedModel
     if body is None:
         body = await read_body(request, engine.settings)
     state = request.scope["state"]
-    answer = await _until_disconnect(request, runtime.handle(
-        body, state[STATE_KEY], body_id_wins=state[GENERATED_KEY],
-        media_type=media_type_of(request.headers.get("content-type"))))
+    answer = await _until_disconnect(request, runtime.handle(_call(request, runtime.name, body)))
     state[STATE_KEY] = answer.request_id
     check_accept(request.headers.get("accept"), answer.media_type)
     return Response(answer.body, media_type=answer.media_type)
+
+
+def _call(request: Request, name: str, body: bytes) -> Call:
+    """The `Call` an HTTP request makes: its body and media type, and the id the request-id
+    middleware settled (generated, or the caller's X-Request-ID)."""
+    state = request.scope["state"]
+    return Call(name, state[STATE_KEY], body, id_generated=state[GENERATED_KEY],
+                media_type=media_type_of(request.headers.get("content-type")))
 
 
 async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -155,7 +163,7 @@ async def _until_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-async def _stream(request: Request, engine: ServingEngine,
+async def _stream(request: Request, engine: ServingEngine, name: str,
                   runtime: StreamingModel) -> Response:
     """Server-sent events (`asgi.events`): `progress` events as the backend reports them,
     then one `result` (the response, as `predict` returns it) or one `error`.
@@ -163,9 +171,7 @@ async def _stream(request: Request, engine: ServingEngine,
     response. A client that disconnects cancels the request (see `engine.streaming`)."""
     body = await read_body(request, engine.settings)
     state = request.scope["state"]
-    state[STATE_KEY], stream = await runtime.stream(
-        body, state[STATE_KEY], body_id_wins=state[GENERATED_KEY],
-        media_type=media_type_of(request.headers.get("content-type")))
+    state[STATE_KEY], stream = await runtime.stream(_call(request, name, body))
     return EventSourceResponse(server_sent_events(stream, state[STATE_KEY]))
 
 
@@ -180,7 +186,7 @@ def _add_model_routes(app: FastAPI, engine: ServingEngine, runtime: ServedModel)
         streaming: StreamingModel = runtime
 
         async def stream(request: Request) -> Response:
-            return await _stream(request, engine, streaming)
+            return await _stream(request, engine, name, streaming)
 
         app.add_api_route(
             f"/{name}/stream", stream, methods=["POST"], tags=[tag],
@@ -293,10 +299,11 @@ async def _predict_lines(request: Request, runtime: ServedModel, body: bytes) ->
     async def one(number: int, record: bytes) -> bytes:
         request_id = f"{base}-{number}"
         try:
-            return (await runtime.handle(record, request_id, body_id_wins=True)).body
-        except EngineError as exc:
+            return (await runtime.handle(Call(runtime.name, request_id, record,
+                                              id_generated=True))).body
+        except RequestError as exc:
             return json.dumps({**error_body(exc, exc.request_id or request_id),
-                               "status": exc.status}).encode()
+                               "status": status_of(exc)}).encode()
 
     lines = await _until_disconnect(request, asyncio.gather(
         *(one(number, record) for number, record in enumerate(records, 1))))
@@ -310,9 +317,10 @@ def _model_name_in(body: bytes) -> str:
     except (ValueError, AttributeError):
         value = None
     if not isinstance(value, str):
-        raise RequestInvalid("several models are served and none is the default", problems=[
-            FieldProblem("model_name", "name the model in the body, in the "
-                         "X-Amzn-SageMaker-Target-Model header, or set server.default_model")])
+        raise InvalidRequest(FieldProblem(
+            "model_name", "name the model in the body, in the X-Amzn-SageMaker-Target-Model "
+            "header, or set server.default_model"),
+            message="several models are served and none is the default")
     return value
 
 
@@ -342,15 +350,15 @@ def _add_error_handlers(app: FastAPI) -> None:
     def rid(request: Request) -> str:
         return request.scope.get("state", {}).get(STATE_KEY, "")
 
-    @app.exception_handler(EngineError)
-    async def engine_error(request: Request, exc: EngineError) -> Response:
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError) -> Response:
         return render_error(exc, request.scope)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        error = EngineError(str(exc.detail))
-        error.status, error.code = exc.status_code, _code(exc.status_code)
-        response = error_response(error, rid(request))
+        error = RequestError(str(exc.detail))
+        error.code = _code(exc.status_code)
+        response = error_response(error, rid(request), status=exc.status_code)
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
 

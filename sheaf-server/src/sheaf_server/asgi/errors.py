@@ -11,7 +11,7 @@ import json
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from sheaf_server.engine.errors import EngineError
+from sheaf_server.engine.errors import RequestError, status_of
 
 
 class FieldError(BaseModel):
@@ -46,7 +46,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
-def error_body(exc: EngineError, request_id: str) -> dict[str, object]:
+def error_body(exc: RequestError, request_id: str) -> dict[str, object]:
     return {
         "error": exc.code,
         "message": exc.message,
@@ -56,12 +56,15 @@ def error_body(exc: EngineError, request_id: str) -> dict[str, object]:
     }
 
 
-def error_response(exc: EngineError, request_id: str) -> Response:
+def error_response(exc: RequestError, request_id: str, status: int | None = None) -> Response:
+    """`exc` as its status (`engine.errors.STATUS`, unless `status` overrides it: Starlette's
+    own 404/405) and the error body."""
+    status = status or status_of(exc)
     body = error_body(exc, request_id)
     headers = {}
     if exc.retry_after is not None:
         headers["Retry-After"] = str(int(max(1, exc.retry_after)))
-    if exc.status == 408:  # the rest of the body may still come: this connection is done
+    if status == 408:  # the rest of the body may still come: this connection is done
         headers["Connection"] = "close"
-    return Response(json.dumps(body), status_code=exc.status, headers=headers,
+    return Response(json.dumps(body), status_code=status, headers=headers,
                     media_type="application/json")

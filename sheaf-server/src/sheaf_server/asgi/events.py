@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from sse_starlette import ServerSentEvent
 
 from sheaf_server.asgi.errors import error_body
-from sheaf_server.engine import EngineError
+from sheaf_server.engine import RequestError, status_of
 from sheaf_server.engine.streaming import EventStream
 
 
@@ -27,9 +27,9 @@ async def server_sent_events(stream: EventStream,
     try:
         async for kind, data in events:
             yield ServerSentEvent(_marked(kind, data), event=kind)
-    except EngineError as exc:
+    except RequestError as exc:
         body = {"type": "error", "done": True, **error_body(exc, exc.request_id or request_id),
-                "status": exc.status}
+                "status": status_of(exc)}
         yield ServerSentEvent(json.dumps(body), event="error")
     finally:
         await events.aclose()

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sheaf_server.asgi.errors import error_response
 from sheaf_server.asgi.request_id import STATE_KEY
-from sheaf_server.engine import EngineError
+from sheaf_server.engine import EngineError, RequestError
 
 log = logging.getLogger("sheaf.server")
 
@@ -49,12 +49,12 @@ class FastPathMiddleware:
 
 
 def render_error(exc: Exception, scope: Scope) -> Response:
-    """An `EngineError` as its status and body; anything else as a logged, opaque 500."""
+    """A `RequestError` as its status and body; anything else as a logged, opaque 500."""
     state = scope.setdefault("state", {})
-    if isinstance(exc, EngineError) and exc.request_id:
+    if isinstance(exc, RequestError) and exc.request_id:
         state[STATE_KEY] = exc.request_id  # the X-Request-ID header follows the body
     request_id = state.get(STATE_KEY, "")
-    if not isinstance(exc, EngineError):
+    if not isinstance(exc, RequestError):
         log.error("unhandled error (request id %s)", request_id, exc_info=exc)
         exc = EngineError("internal server error; the request id finds the error in the "
                           "server log")

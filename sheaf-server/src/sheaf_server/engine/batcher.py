@@ -28,7 +28,7 @@ from opentelemetry.trace import SpanContext
 from sheaf_core.deadlines import running_until
 from sheaf_core.spec import BatchingPolicy
 from sheaf_server.engine import tracing
-from sheaf_server.engine.errors import DeadlineExceeded, Overloaded, ShuttingDown
+from sheaf_server.engine.errors import ShuttingDown, overloaded, past_deadline
 from sheaf_server.engine.metrics import ModelMetrics
 
 #: Runs one batch in a worker thread: a result or an exception per request, in order.
@@ -123,8 +123,8 @@ class DynamicBatcher:
                                retry_after=1)
         if self._queued >= self._max_queue:
             self.stats.rejected += 1
-            raise Overloaded(f"model {self.name!r} has {self._queued} requests queued (limit "
-                             f"{self._max_queue}); retry later", retry_after=self._retry_after())
+            raise overloaded(f"model {self.name!r}", f"{self._queued} requests queued: its "
+                             "batching.max_queue_size", self._retry_after())
         loop = asyncio.get_running_loop()
         parent = tracing.current_parent()
         item = _Item(request, loop.create_future(), loop.time(), deadline,
@@ -146,8 +146,7 @@ class DynamicBatcher:
             async with asyncio.timeout_at(deadline):
                 return await future
         except TimeoutError:
-            raise DeadlineExceeded(f"no answer from model {self.name!r} within the request "
-                                   "deadline") from None
+            raise past_deadline(f"model {self.name!r}") from None
 
     async def close(self, drain_timeout: float) -> None:
         """Refuse new work, finish what is queued and running (up to `drain_timeout`)."""

@@ -1,106 +1,152 @@
-"""Engine outcomes other than a response, each with the HTTP status a host answers with.
+"""Request outcomes other than a response, and the one table of their HTTP statuses.
 
-Hosts (ASGI, Ray Serve, batch) map these the same way, so status codes never drift apart.
+`sheaf_core.errors.RequestError` is the base: the outcomes plugins and codecs raise live
+there (`InvalidRequest`, `DeadlineExceeded`, `PayloadUnavailable`, `UnsupportedPayload`);
+the ones only a server meets (an unknown model, overload, shutdown, a client that left)
+are `EngineError`s here. Every host answers each by `STATUS[exc.code]`, so statuses never
+drift apart between tier 1, Ray, streams and batch jobs.
 """
 
 from __future__ import annotations
 
-from sheaf_core.errors import FieldProblem
+import warnings
+from typing import Any
+
+from sheaf_core.errors import (
+    DeadlineExceeded,
+    FieldProblem,
+    InvalidRequest,
+    PayloadUnavailable,
+    RequestError,
+    UnsupportedPayload,
+)
+
+__all__ = [
+    "STATUS", "BackendFailed", "BodyTimeout", "ClientGone", "DeadlineExceeded", "EngineError",
+    "FeatureEntityNotFound", "FeatureStoreUnavailable", "FieldProblem", "InvalidRequest",
+    "ModelFailed", "ModelNotFound", "ModelNotReady", "NotAcceptable", "Overloaded",
+    "PayloadTooLarge", "PayloadUnavailable", "RequestError", "ShuttingDown",
+    "UnsupportedPayload", "status_of",
+]
 
 
-class EngineError(Exception):
-    """Base: `status` is the HTTP status, `code` a stable machine-readable name."""
-
-    status = 500
-    code = "internal_error"
-
-    def __init__(self, message: str, *, retry_after: float | None = None,
-                 problems: list[FieldProblem] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-        self.problems = problems or []
-        #: The id the failed request was answered under, when the engine knew it better
-        #: than the host (a `request_id` taken from the body).
-        self.request_id: str | None = None
-
-
-class RequestInvalid(EngineError):
-    status, code = 422, "invalid_request"
+class EngineError(RequestError):
+    """An outcome only a server meets; `code` names it (its status: `STATUS`)."""
 
 
 class ModelNotFound(EngineError):
-    status, code = 404, "model_not_found"
+    code = "model_not_found"
 
 
 class FeatureEntityNotFound(EngineError):
     """The entity a request's `features` name has no values in the feature store."""
 
-    status, code = 404, "feature_entity_not_found"
+    code = "feature_entity_not_found"
 
 
 class BodyTimeout(EngineError):
     """The client stopped sending its request body."""
 
-    status, code = 408, "request_timeout"
+    code = "request_timeout"
 
 
 class PayloadTooLarge(EngineError):
-    status, code = 413, "payload_too_large"
-
-
-class UnsupportedMediaType(EngineError):
-    status, code = 415, "unsupported_media_type"
+    code = "payload_too_large"
 
 
 class NotAcceptable(EngineError):
     """The client's Accept header names no type the answer can be given in."""
 
-    status, code = 406, "not_acceptable"
-
-
-class StorageUnavailable(EngineError):
-    """Storage a request named (an input or output URI) failed; the message says which."""
-
-    status, code = 502, "storage_unavailable"
+    code = "not_acceptable"
 
 
 class FeatureStoreUnavailable(EngineError):
     """The model's feature store could not be read; the message says what failed."""
 
-    status, code = 502, "feature_store_unavailable"
+    code = "feature_store_unavailable"
 
 
 class ModelNotReady(EngineError):
-    status, code = 503, "model_not_ready"
+    code = "model_not_ready"
 
 
 class ModelFailed(EngineError):
     """The model failed to load (or to warm up): it will not serve until it is updated
     or the server restarts, so no Retry-After."""
 
-    status, code = 503, "model_failed"
+    code = "model_failed"
 
 
 class Overloaded(EngineError):
-    status, code = 503, "overloaded"
+    code = "overloaded"
 
 
 class ShuttingDown(EngineError):
-    status, code = 503, "shutting_down"
-
-
-class DeadlineExceeded(EngineError):
-    status, code = 504, "deadline_exceeded"
+    code = "shutting_down"
 
 
 class BackendFailed(EngineError):
     """The backend raised. The message is generic: internals stay in the server log."""
 
-    status, code = 500, "backend_error"
+    code = "backend_error"
 
 
 class ClientGone(EngineError):
     """The client disconnected before its answer was ready (nginx's 499)."""
 
-    status, code = 499, "client_closed_request"
+    code = "client_closed_request"
+
+
+#: code → HTTP status, for every outcome: the one table hosts answer by.
+STATUS: dict[str, int] = {
+    RequestError.code: 500,
+    BackendFailed.code: 500,
+    ModelNotFound.code: 404,
+    FeatureEntityNotFound.code: 404,
+    BodyTimeout.code: 408,
+    PayloadTooLarge.code: 413,
+    UnsupportedPayload.code: 415,
+    NotAcceptable.code: 406,
+    InvalidRequest.code: 422,
+    ClientGone.code: 499,
+    PayloadUnavailable.code: 502,
+    FeatureStoreUnavailable.code: 502,
+    ModelNotReady.code: 503,
+    ModelFailed.code: 503,
+    Overloaded.code: 503,
+    ShuttingDown.code: 503,
+    DeadlineExceeded.code: 504,
+}
+
+
+def status_of(exc: RequestError) -> int:
+    """The HTTP status a host answers `exc` with."""
+    return STATUS.get(exc.code, 500)
+
+
+#: Former names of classes now shared with sheaf-core (one class per concept).
+_RENAMED = {"RequestInvalid": InvalidRequest, "StorageUnavailable": PayloadUnavailable,
+            "UnsupportedMediaType": UnsupportedPayload}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(f"sheaf_server.engine.errors.{name} is now sheaf_core.errors."
+                      f"{new.__name__} (one class per concept); the old name goes in the "
+                      "next release", DeprecationWarning, stacklevel=2)
+        return new
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def past_deadline(what: str) -> DeadlineExceeded:
+    """The one wording of a 504, wherever the deadline is met: a model's batcher, a
+    pipeline, a Ray call. `what`: "model 'x'" or "pipeline 'p'"."""
+    return DeadlineExceeded(f"no answer from {what} within the request deadline")
+
+
+def overloaded(what: str, detail: str, retry_after: float) -> Overloaded:
+    """The one wording of a full queue (a 503 with Retry-After), in this process's batcher
+    or Ray's replica queues."""
+    return Overloaded(f"{what} is at capacity ({detail}); retry after {int(max(1, retry_after))} s",
+                      retry_after=retry_after)

@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from sheaf_core.contracts.features import FeatureReference
-from sheaf_core.errors import ConfigError, FieldProblem
+from sheaf_core.errors import ConfigError, FieldProblem, InvalidRequest
 from sheaf_core.spec import FeatureStoreSpec
-from sheaf_server.engine.errors import (
-    FeatureEntityNotFound,
-    FeatureStoreUnavailable,
-    RequestInvalid,
-)
+from sheaf_server.engine.errors import FeatureEntityNotFound, FeatureStoreUnavailable
 
 log = logging.getLogger("sheaf.features")
 
@@ -113,10 +109,10 @@ class FeatureStoreReader:
             view = self._store.get_feature_view(ref.feature_view)
         except FeatureViewNotFoundException:
             names = sorted(v.name for v in self._safely(self._store.list_feature_views))
-            raise RequestInvalid("the feature reference names what the store lacks", problems=[
-                FieldProblem("features.feature_view", f"no feature view {ref.feature_view!r} "
-                             f"in project {self.project!r}; it has: {', '.join(names)}",
-                             "not_found")]) from None
+            raise InvalidRequest(FieldProblem(
+                "features.feature_view", f"no feature view {ref.feature_view!r} in project "
+                f"{self.project!r}; it has: {', '.join(names)}", "not_found"),
+                message="the feature reference names what the store lacks") from None
         except Exception as exc:
             raise self._unavailable(exc) from None
         problems = []
@@ -139,8 +135,8 @@ class FeatureStoreReader:
                                              f"must be an integer (its join key is "
                                              f"{keys[key]}); got {value!r}"))
         if problems:
-            raise RequestInvalid("the feature reference does not match the feature store",
-                                 problems=problems)
+            raise InvalidRequest(problems, message="the feature reference does not match "
+                                 "the feature store")
 
     def _safely(self, listing: Any) -> list[Any]:
         try:

@@ -1,9 +1,11 @@
 """A pipeline served like a model: one route, one typed request, one typed response, and
 a DAG behind it — model nodes answer the request, combiner nodes merge their inputs.
 
-Written once for both hosts: the nodes are reached through `NodeCall`s, which call a
-`ModelRuntime` in this process (tier 1) or a model deployment's handle (Ray). Model nodes
-run concurrently, each batched with the model's other traffic.
+Its request goes the one request path (`engine.request_path`: accept → respond → answer),
+with the combiners' checks as its `prepare` step and its DAG (`run`) as its `respond`. The
+model nodes are reached through `NodeCall`s — typed `Call`s into the model's own path, in
+this process (tier 1) or in a model replica (Ray) — and run concurrently, each batched with
+the model's other traffic.
 """
 
 from __future__ import annotations
@@ -12,32 +14,24 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
-from sheaf_core.codecs import JSON_MEDIA_TYPE, PayloadSettings
+from sheaf_core.codecs import PayloadSettings
 from sheaf_core.contracts.base import BaseRequest, BaseResponse
-from sheaf_core.errors import InvalidRequest
+from sheaf_core.errors import InvalidRequest, RequestError
 from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec
 from sheaf_core.registry import ContractEntry
-from sheaf_server.engine import tracing
+from sheaf_server.engine import request_path
 from sheaf_server.engine.answer import Answer
-from sheaf_server.engine.errors import (
-    BackendFailed,
-    DeadlineExceeded,
-    EngineError,
-    RequestInvalid,
-)
-from sheaf_server.engine.model import (
-    ModelState,
-    decode_body,
-    encode_answer,
-    ensure_serving,
-)
+from sheaf_server.engine.call import Call
+from sheaf_server.engine.errors import BackendFailed, past_deadline
+from sheaf_server.engine.state import ModelState, ensure_serving
 
 log = logging.getLogger("sheaf.engine")
 
-#: (request, request id, seconds left) → the node model's response.
-NodeCall = Callable[[BaseRequest, str, float], Awaitable[BaseResponse]]
+#: A typed `Call` to a node's model → its typed response (`request_path.respond`, here or
+#: in a model replica).
+NodeCall = Callable[[Call], Awaitable[BaseResponse]]
 
 
 class Member(Protocol):
@@ -55,6 +49,9 @@ class PipelineRuntime:
     `members`: served model name → its state (empty where the host checks readiness before
     calling, as the Ray ingress does)."""
 
+    #: The request path takes its `prepare`/`respond` steps from `check`/`run`.
+    is_pipeline: ClassVar[bool] = True
+
     def __init__(self, plan: PipelinePlan, contract: ContractEntry,
                  calls: Mapping[str, NodeCall], default_timeout_s: float,
                  members: Mapping[str, Member] | None = None,
@@ -66,7 +63,6 @@ class PipelineRuntime:
         self.calls = calls
         self.members = members or {}
         self.payloads = payloads or PayloadSettings()
-        self._validate_json = contract.request.model_validate_json
         self._serialize = contract.response.__pydantic_serializer__.to_json
 
     @property
@@ -91,41 +87,32 @@ class PipelineRuntime:
                    if m.state is not ModelState.READY]
         return "; ".join(waiting) or None
 
-    async def handle(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
-                     timeout_s: float | None = None,
-                     media_type: str = JSON_MEDIA_TYPE) -> Answer:
-        """Decode → check (combiners) → run the DAG within the deadline → encode."""
-        try:
-            ensure_serving(f"pipeline {self.name!r}", self.state, self.reason)
-            with tracing.step("sheaf.validate", {"sheaf.pipeline": self.name,
-                                                 "sheaf.media_type": media_type}):
-                decoded = await decode_body(self.contract, self._validate_json,
-                                            self.payloads, body, media_type)
-                request = decoded.request
-                if body_id_wins and request.request_id:
-                    request_id = request.request_id
-                self._check(request)
-            tracing.annotate({"sheaf.pipeline": self.name, "sheaf.request_id": request_id})
-            budget = timeout_s or self.timeout_s
-            try:
-                async with asyncio.timeout(budget):
-                    response = await self._run(request, request_id, budget)
-            except TimeoutError:
-                raise DeadlineExceeded(f"pipeline {self.name!r} did not finish within "
-                                       "the request deadline") from None
-            response.request_id, response.model_name = request_id, self.name
-            return await encode_answer(decoded, response, self._serialize)
-        except EngineError as exc:
-            exc.request_id = request_id
-            raise
+    def ensure_ready(self) -> None:
+        ensure_serving(f"pipeline {self.name!r}", self.state, self.reason)
 
-    def _check(self, request: BaseRequest) -> None:
+    async def handle(self, call: Call) -> Answer:
+        return await request_path.predict(self, call)
+
+    def encode(self, response: BaseResponse) -> bytes:
+        return self._serialize(response)
+
+    def check(self, request: BaseRequest) -> None:
+        """The request path's `prepare` step for a pipeline: its combiners' checks."""
         for combiner in self.plan.combiners.values():
             try:
                 combiner.validate_request(request)
             except InvalidRequest as exc:
-                raise RequestInvalid("this pipeline cannot answer the request",
-                                     problems=exc.problems) from None
+                raise InvalidRequest(exc.problems, message="this pipeline cannot answer the "
+                                     "request") from None
+
+    async def run(self, request: BaseRequest, call: Call) -> BaseResponse:
+        """The request path's `respond` step for a pipeline: the DAG, within the deadline."""
+        budget = call.budget_s or self.timeout_s
+        try:
+            async with asyncio.timeout(budget):
+                return await self._run(request, call.request_id, budget)
+        except TimeoutError:
+            raise past_deadline(f"pipeline {self.name!r}") from None
 
     async def _run(self, request: BaseRequest, request_id: str, budget: float) -> BaseResponse:
         loop = asyncio.get_running_loop()
@@ -135,9 +122,9 @@ class PipelineRuntime:
 
         async def model_node(name: str, model: str) -> BaseResponse:
             try:
-                return await self.calls[model](node_request, request_id,
-                                               max(deadline - loop.time(), 0.001))
-            except EngineError as exc:
+                return await self.calls[model](Call.typed(
+                    model, node_request, request_id, max(deadline - loop.time(), 0.001)))
+            except RequestError as exc:
                 exc.message = f"pipeline {self.name!r}, node {name!r}: {exc.message}"
                 exc.args = (exc.message,)
                 raise

@@ -1,10 +1,11 @@
 """The deployment classes of a sheaf application on Ray Serve.
 
-`ModelReplica`: one replica of one model — a local single-model `Engine`, so parsing,
-validation, the dynamic batcher (policy and `bucket_by` from the spec), the backend and
-encoding are the very code tier 1 runs. Batches form here, inside the replica.
+`ModelReplica`: one replica of one model — a local single-model `Engine`, so each `Call`
+that reaches it (`ray.transport`) takes the request path tier 1 runs
+(`engine.request_path`). Batches form here, inside the replica.
 
-`PipelineReplica`: one pipeline — the engine's `PipelineRuntime` over model handles.
+`PipelineReplica`: one pipeline — the engine's `PipelineRuntime`, its model nodes typed
+calls to the model deployments (`transport.respond`).
 
 `SheafIngress`: the HTTP entry — the same FastAPI app as tier 1 (`create_app`), built at
 replica start over a `RemoteEngine` whose models are the `ModelReplica` deployments.
@@ -12,27 +13,28 @@ replica start over a `RemoteEngine` whose models are the `ModelReplica` deployme
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from sheaf_core.errors import ConfigError, UpdateFailed
+from sheaf_core.contracts.base import BaseResponse
+from sheaf_core.errors import ConfigError, RequestError, UpdateFailed
 from sheaf_core.pipeline_spec import PipelineSpec, plan_pipeline
 from sheaf_core.registry import registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings
 from sheaf_server.asgi.app import create_app
-from sheaf_server.engine import Engine, EngineError, ModelRuntime, ModelState, ServedModel, tracing
+from sheaf_server.engine import Engine, ModelRuntime, ModelState, ServedModel, request_path, tracing
+from sheaf_server.engine.call import Call
 from sheaf_server.engine.pipeline import PipelineRuntime
+from sheaf_server.ray import transport
 from sheaf_server.ray.logs import route_to_serve_logs
-from sheaf_server.ray.remote import RemoteEngine, node_call
-from sheaf_server.ray.remote_calls import CallItem, CallMeta, Outcome
-from sheaf_server.ray.remote_stream import Message, replica_stream
+from sheaf_server.ray.remote import RemoteEngine
 from sheaf_server.telemetry import configure_tracing
 
 log = logging.getLogger("sheaf.ray")
@@ -46,30 +48,20 @@ def set_up_replica_process() -> None:
 
 
 class ServedReplica:
-    """What the ingress calls on a model's or a pipeline's replica. Outcomes come back as
-    values: an `EngineError` crosses the process boundary intact (status, code, field
-    problems, request id)."""
+    """What the ingress calls on a model's or a pipeline's replica (`ray.transport`): each
+    method one entry into the request path, its outcome returned as a value."""
 
     @property
     def runtime(self) -> ServedModel:
         raise NotImplementedError
 
-    async def handle(self, body: bytes | str, request_id: str, body_id_wins: bool,
-                     timeout_s: float | None, meta: CallMeta | None = None) -> Outcome:
-        meta = meta or CallMeta()
-        try:
-            with tracing.continued(meta.trace, "sheaf.replica",
-                                   {"sheaf.model": self.runtime.name}):
-                return await self.runtime.handle(body, request_id, body_id_wins=body_id_wins,
-                                                 timeout_s=timeout_s,
-                                                 media_type=meta.media_type)
-        except EngineError as exc:
-            return exc
+    async def handle(self, call: Call) -> transport.Outcome:
+        return await transport.answer(self.runtime, call)
 
-    async def handle_many(self, items: Sequence[CallItem]) -> list[Outcome]:
-        """Several requests the ingress coalesced into one call (`ray.coalesce`): each goes
-        through the engine's request path, concurrently, so they batch together."""
-        return list(await asyncio.gather(*(self.handle(*item) for item in items)))
+    async def handle_many(self, calls: Sequence[Call]) -> list[transport.Outcome]:
+        """Several calls the ingress coalesced into one: each through the request path,
+        concurrently, so they batch together."""
+        return await transport.answer_each(self.runtime, calls)
 
 
 class ModelReplica(ServedReplica):
@@ -121,14 +113,19 @@ class ModelReplica(ServedReplica):
         assert self.engine is not None, "reconfigure() loads the model first"
         return next(iter(self.engine.runtimes.values()))
 
-    async def stream(self, body: bytes | str, request_id: str, body_id_wins: bool,
-                     timeout_s: float | None,
-                     meta: CallMeta | None = None) -> AsyncIterator[Message]:
-        """A streamed request (`sheaf_server.ray.remote_stream`): the engine's stream, as
-        messages, called with `handle.options(stream=True)`."""
-        async for message in replica_stream(self.runtime, body, request_id, body_id_wins,
-                                            timeout_s, meta or CallMeta()):
+    async def stream(self, call: Call) -> AsyncIterator[transport.Message]:
+        """A streamed request: the request path's stream, as messages, called with
+        `handle.options(stream=True)`."""
+        async for message in transport.replica_stream(self.runtime, call):
             yield message
+
+    async def respond(self, call: Call) -> BaseResponse | RequestError:
+        """A pipeline's model node: a typed call, the typed response (or its error) back."""
+        try:
+            with tracing.continued(call.trace, "sheaf.replica", {"sheaf.model": call.model}):
+                return await request_path.respond(self.runtime, call)
+        except RequestError as exc:
+            return exc
 
     async def describe(self) -> dict[str, Any]:
         info = await self.runtime.describe()
@@ -153,7 +150,7 @@ class PipelineReplica(ServedReplica):
         set_up_replica_process()
         registry = registry_with(plugins)
         plan = plan_pipeline(spec, model_types, registry)
-        calls = {model: node_call(models[model], model, registry.contract(model_types[model]))
+        calls = {model: partial(transport.respond, models[model])
                  for model in plan.models.values()}
         self.pipeline = PipelineRuntime(plan, registry.contract(plan.model_type), calls,
                                         settings.request_timeout_s,

@@ -2,9 +2,8 @@
 `DeploymentHandle`. Implements the same `ServingEngine`/`ServedModel` protocols as the local
 engine, so the one FastAPI app serves both hosts.
 
-The request path itself (parse → check → batch → backend → encode) runs in the model's
-replica, in the same `ModelRuntime.handle` tier 1 calls; this side only forwards the body and
-turns Ray's failures (back-pressure, a dead replica) into the engine's errors.
+The request path itself (`engine.request_path`) runs in the model's replica, the very code
+tier 1 runs; this side only forwards each `Call` (`ray.transport`).
 """
 
 from __future__ import annotations
@@ -13,25 +12,26 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from sheaf_core.codecs import JSON_MEDIA_TYPE
-from sheaf_core.contracts.base import BaseRequest, BaseResponse
-from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec, plan_pipelines
+from sheaf_core.backend import Backend
+from sheaf_core.errors import RequestError
+from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec
 from sheaf_core.registry import ContractEntry, Registry, registry_with
-from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
+from sheaf_core.spec import ModelSpec, ServerSettings
+from sheaf_server.engine import request_path
 from sheaf_server.engine.answer import Answer
-from sheaf_server.engine.errors import EngineError
-from sheaf_server.engine.model import ModelBase, ModelState
-from sheaf_server.engine.pipeline import NodeCall, pipeline_description, pipeline_summary
-from sheaf_server.engine.served import ModelTable
-from sheaf_server.ray.coalesce import Coalescer
+from sheaf_server.engine.call import Call
+from sheaf_server.engine.pipeline import pipeline_description, pipeline_summary
+from sheaf_server.engine.runtime import ModelBase
+from sheaf_server.engine.served import ModelTable, build_table
+from sheaf_server.engine.state import ModelState
+from sheaf_server.ray import transport
 from sheaf_server.ray.options import deployment_options
-from sheaf_server.ray.remote_calls import CallMeta, call_replica
-from sheaf_server.ray.remote_stream import RemoteStream, open_remote_stream
 
 log = logging.getLogger("sheaf.ray")
 
@@ -49,7 +49,7 @@ class RemoteDeployment(ModelBase):
                  default_timeout_s: float) -> None:
         super().__init__(spec, contract, default_timeout_s, loading_reason=STARTING)
         self.deployment = handle
-        self.coalescer = Coalescer(handle, spec.name)
+        self.coalescer = transport.Coalescer(handle, spec.name)
         self._was_ready = False
 
     def observe(self, status: str, message: str) -> None:
@@ -63,25 +63,20 @@ class RemoteDeployment(ModelBase):
         else:
             self.state, self.reason = ModelState.LOADING, STARTING
 
-    async def handle(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
-                     timeout_s: float | None = None,
-                     media_type: str = JSON_MEDIA_TYPE) -> Answer:
-        """Forward the body to a replica, which runs the engine's request path.
+    async def handle(self, call: Call) -> Answer:
+        """Forward the call to a replica, which runs the request path.
 
         A `request_id` in the body always wins here: Ray's HTTP layer (its proxy, or
         HAProxy) gives every request an X-Request-ID before sheaf sees it, so a generated id
         cannot be told from a sent one. Tier 1 differs only for a client that sends both.
         """
-        del body_id_wins
-        budget = timeout_s or self.timeout_s
         try:
             self.ensure_ready()
-            result = await self.coalescer.call(body, request_id, True, budget,
-                                               CallMeta.here(media_type))
-        except EngineError as exc:
-            exc.request_id = exc.request_id or request_id
-            raise
-        if isinstance(result, EngineError):  # the replica's outcome, sent back as a value
+            result = await self.coalescer.call(replace(call, id_generated=True),
+                                               call.budget_s or self.timeout_s)
+        except RequestError as exc:
+            raise request_path.stamp_error(exc, call.request_id) from None
+        if isinstance(result, RequestError):  # the replica's outcome, sent back as a value
             raise result
         return result
 
@@ -103,32 +98,16 @@ class RemoteDeployment(ModelBase):
 class RemoteModel(RemoteDeployment):
     """A model deployment: predictions (coalesced) and streams."""
 
-    async def stream(self, body: bytes | str, request_id: str, *, body_id_wins: bool = False,
-                     media_type: str = JSON_MEDIA_TYPE) -> tuple[str, RemoteStream]:
-        """Open a streamed request on a replica (`sheaf_server.ray.remote_stream`); a
-        `request_id` in the body wins, as for `handle`."""
-        del body_id_wins
+    async def stream(self, call: Call) -> tuple[str, transport.RemoteStream]:
+        """Open a streamed request on a replica (`ray.transport`); a `request_id` in the
+        body wins, as for `handle`."""
         try:
             self.ensure_ready()
-            return await open_remote_stream(self.deployment, self.name, body, request_id,
-                                            self.timeout_s, CallMeta.here(media_type))
-        except EngineError as exc:
-            exc.request_id = exc.request_id or request_id
-            raise
-
-
-def node_call(handle: DeploymentHandle, name: str, contract: ContractEntry) -> NodeCall:
-    """A pipeline's model node on Ray: the typed request to a replica of model `name`,
-    its answer parsed back into the contract's response."""
-
-    async def call(request: BaseRequest, request_id: str, budget: float) -> BaseResponse:
-        result = await call_replica(handle, name, request.model_dump_json(), request_id,
-                                    False, budget, CallMeta.here())
-        if isinstance(result, EngineError):
-            raise result
-        return contract.response.model_validate_json(result.body)
-
-    return call
+            return await transport.open_stream(self.deployment,
+                                               replace(call, id_generated=True),
+                                               call.budget_s or self.timeout_s)
+        except RequestError as exc:
+            raise request_path.stamp_error(exc, call.request_id) from None
 
 
 class RemotePipeline(RemoteDeployment):
@@ -169,21 +148,22 @@ class RemoteEngine(ModelTable):
                  registry: Registry | None = None,
                  pipelines: Iterable[PipelineSpec] = ()) -> None:
         self.settings = settings
-        registry = registry or registry_with(plugins)
-        models: dict[str, RemoteModel] = {}
-        for spec in specs:
-            backend = build_backend(spec, registry)  # constructed, never loaded, here
-            contract = registry.contract(type(backend).model_type)
-            models[spec.name] = RemoteModel(spec, contract, handles[spec.name],
-                                            settings.request_timeout_s)
-        self.models: dict[str, RemoteDeployment] = dict(models)
-        model_types = {name: m.contract.model_type for name, m in models.items()}
-        for plan in plan_pipelines(pipelines, model_types, registry):
-            self.models[plan.spec.name] = RemotePipeline(
-                plan, registry.contract(plan.model_type), handles[plan.spec.name],
-                settings.request_timeout_s,
-                {model: models[model] for model in plan.models.values()})
+        self.handles = handles
+        table = build_table(specs, pipelines, registry or registry_with(plugins),
+                            self._model, self._pipeline)
+        self.models: dict[str, RemoteDeployment] = dict(table[1])
         self._watcher: asyncio.Task[None] | None = None
+
+    def _model(self, spec: ModelSpec, backend: Backend[Any, Any],
+               contract: ContractEntry) -> RemoteModel:
+        del backend  # constructed (its kwargs checked), never loaded, here
+        return RemoteModel(spec, contract, self.handles[spec.name],
+                           self.settings.request_timeout_s)
+
+    def _pipeline(self, plan: PipelinePlan, contract: ContractEntry,
+                  members: Mapping[str, RemoteModel]) -> RemotePipeline:
+        return RemotePipeline(plan, contract, self.handles[plan.spec.name],
+                              self.settings.request_timeout_s, members)
 
     async def start(self) -> None:
         self._watcher = asyncio.get_running_loop().create_task(self._watch())

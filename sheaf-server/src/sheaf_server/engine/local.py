@@ -1,20 +1,25 @@
-"""The engine: every served model, built from specs, loaded, and stopped together."""
+"""The engine in this process: every served model, built from specs, loaded, and stopped
+together."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from functools import partial
+from typing import Any
 
+from sheaf_core.backend import Backend
 from sheaf_core.errors import ConfigError
-from sheaf_core.pipeline_spec import PipelineSpec, plan_pipelines
-from sheaf_core.registry import Registry, registry_with
+from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec
+from sheaf_core.registry import ContractEntry, Registry, registry_with
 from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
+from sheaf_server.engine import request_path
 from sheaf_server.engine.loading import WAITING
-from sheaf_server.engine.model import ModelRuntime
 from sheaf_server.engine.pipeline import PipelineRuntime
-from sheaf_server.engine.served import ModelTable
+from sheaf_server.engine.runtime import ModelRuntime
+from sheaf_server.engine.served import ModelTable, build_table
 
 log = logging.getLogger("sheaf.engine")
 
@@ -28,24 +33,23 @@ class Engine(ModelTable):
                  pipelines: Iterable[PipelineSpec] = ()) -> None:
         self.settings = settings or ServerSettings()
         self.registry = registry or registry_with(plugins)
-        self.runtimes: dict[str, ModelRuntime] = {}
-        for spec in specs:
-            backend = build_backend(spec, self.registry)  # ConfigError names model and field
-            contract = self.registry.contract(type(backend).model_type)
-            self.runtimes[spec.name] = ModelRuntime(spec, backend, contract,
-                                                    self.settings.request_timeout_s,
-                                                    self.settings.payloads)
-        #: What the routes serve: the models, then the pipelines over them.
-        self.models: dict[str, ModelRuntime | PipelineRuntime] = dict(self.runtimes)
-        model_types = {name: r.contract.model_type for name, r in self.runtimes.items()}
-        for plan in plan_pipelines(pipelines, model_types, self.registry):
-            self.models[plan.spec.name] = PipelineRuntime(
-                plan, self.registry.contract(plan.model_type),
-                {model: self.runtimes[model].answer for model in plan.models.values()},
-                self.settings.request_timeout_s,
-                members={model: self.runtimes[model] for model in plan.models.values()},
-                payloads=self.settings.payloads)
+        self.runtimes, self.models = build_table(specs, pipelines, self.registry,
+                                                 self._model, self._pipeline)
         self._load_task: asyncio.Task[None] | None = None
+
+    def _model(self, spec: ModelSpec, backend: Backend[Any, Any],
+               contract: ContractEntry) -> ModelRuntime:
+        return ModelRuntime(spec, backend, contract, self.settings.request_timeout_s,
+                            self.settings.payloads)
+
+    def _pipeline(self, plan: PipelinePlan, contract: ContractEntry,
+                  members: Mapping[str, ModelRuntime]) -> PipelineRuntime:
+        """A pipeline whose model nodes enter each model's request path here."""
+        return PipelineRuntime(plan, contract,
+                               {name: partial(request_path.respond, model)
+                                for name, model in members.items()},
+                               self.settings.request_timeout_s, members=members,
+                               payloads=self.settings.payloads)
 
     async def start(self) -> None:
         """Start batchers, and load the models in the background one after another, in the
