@@ -102,3 +102,27 @@ def test_the_driver_holds_no_more_for_100k_rows_than_for_1k(tmp_path: Path,
     assert len(sink.read_text().splitlines()) == 100_000
     # 100k requests and responses held at once would be hundreds of MiB of Python objects
     assert growth_mib < 64, f"driver peak RSS grew {growth_mib:.0f} MiB for 99k more rows"
+
+
+def test_a_job_takes_its_batch_size_and_resources_from_the_model_unless_it_sets_them() -> None:
+    from sheaf_batch.spec import BatchSpec
+    from sheaf_core import ModelSpec
+
+    model = ModelSpec(name="fc", backend="baseline", batching={"max_batch_size": 8},
+                      resources={"num_cpus": 0.5, "num_gpus": 1})
+    job = BatchSpec(source="in.jsonl", sink="out.jsonl")
+    assert job.for_model(model).model_dump(include={"batch_size", "num_cpus", "num_gpus"}) == {
+        "batch_size": 8, "num_cpus": 0.5, "num_gpus": 1}
+    own = BatchSpec(source="in.jsonl", sink="out.jsonl", batch_size=64, num_gpus=0)
+    assert (own.for_model(model).batch_size, own.for_model(model).num_gpus) == (64, 0)
+
+
+def test_a_job_file_with_ray_serve_settings_says_what_applies_instead(tmp_path: Path) -> None:
+    path, _ = job_file(tmp_path, 1)
+    data = json.loads(path.read_text())
+    data["model"]["ray"] = {"num_replicas": 2}
+    path.write_text(json.dumps(data))
+    result = subprocess.run([str(BIN), "run", str(path)], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and "model.ray: Ray Serve deployment settings" in result.stderr
+    assert "job.num_cpus" in result.stderr

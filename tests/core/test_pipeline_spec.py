@@ -18,10 +18,10 @@ from sheaf_core import (
     TimeSeriesResponse,
     discover,
     hookimpl,
-    parse_config,
 )
 from sheaf_core.builtin.ensemble import WeightedQuantileEnsemble
 from sheaf_core.pipeline_spec import PipelineSpec, plan_pipeline
+from sheaf_server.settings import parse_config
 
 MODELS = [{"name": "chronos", "backend": "baseline"}, {"name": "baseline", "backend": "baseline"}]
 TYPES = {"chronos": "time_series", "baseline": "time_series"}

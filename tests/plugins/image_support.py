@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 from picture_support import assert_same_image, pixels, png_b64
 
-from sheaf_core import ModelSpec, SheafConfig
+from sheaf_core import ModelSpec
 from sheaf_core.testing import BackendConformance
 from sheaf_server import testing
+from sheaf_server.settings import SheafConfig
 from sheaf_server.testing import sse_events
 
 __all__ = ["ImageConformance", "assert_same_image", "pixels", "png_b64", "serving",

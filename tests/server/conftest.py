@@ -18,7 +18,7 @@ import server_support
 from cli_support import free_port, reserved_port
 from hosts import Flag, Host, RayCluster
 
-from sheaf_core import RayServeSettings
+from sheaf_server.settings import RayServeSettings
 
 _HAPROXY_METRICS_PORT = reserved_port()
 os.environ.update({

@@ -13,8 +13,9 @@ import httpx
 import pytest
 from server_support import ScriptedPlugin
 
-from sheaf_core import ModelSpec, PipelineSpec, ServerSettings, SheafConfig
+from sheaf_core import ModelSpec, PipelineSpec
 from sheaf_server import ModelServer, testing
+from sheaf_server.settings import ServerSettings, SheafConfig
 
 Flag = Callable[[str], str]
 

@@ -16,9 +16,9 @@ import pytest
 import yaml
 from cli_support import BIN, served
 
-from sheaf_core.spec import SheafConfig, load_config
 from sheaf_server.deploy import KubernetesServer
 from sheaf_server.deploy.docker import SAGEMAKER_SERVE, dockerfile
+from sheaf_server.settings import SheafConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 VALIDATE = Path(sys.executable).parent / "kubernetes-validate"

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from hosts import Flag, Host
 
-from sheaf_core import BatchingPolicy, ConfigError, ModelSpec, UpdateFailed
+from sheaf_core import BatchingPolicy, ConfigError, UpdateFailed
+from sheaf_server.settings import ServedModelSpec
 
 BODY = {"history": [1.0, 2.0, 3.0, 4.0], "horizon": 2}
 V1_MEAN = 4.0  # the baseline repeats the last value
@@ -65,7 +66,7 @@ class Traffic:
 def test_an_update_under_load_loses_nothing_and_new_requests_get_the_new_model(
         host: Host, flag: Flag) -> None:
     # Two replicas on Ray: Serve updates one at a time, and the other one keeps answering.
-    v1 = ModelSpec(name="m", backend="test", batching={"max_batch_size": 8, "max_wait_ms": 2},
+    v1 = ServedModelSpec(name="m", backend="test", batching={"max_batch_size": 8, "max_wait_ms": 2},
                    resources={"num_cpus": 0.5}, ray={"num_replicas": 2})
     gate = flag("v2-may-load")
     v2 = v1.model_copy(update={"backend_kwargs": {"bias": 100.0, "gate": gate}})
@@ -93,7 +94,7 @@ def test_an_update_under_load_loses_nothing_and_new_requests_get_the_new_model(
 
 
 def test_an_update_shows_in_the_model_description(host: Host) -> None:
-    v1 = ModelSpec(name="m", backend="test", resources={"num_cpus": 0.5})
+    v1 = ServedModelSpec(name="m", backend="test", resources={"num_cpus": 0.5})
     v2 = v1.model_copy(update={"backend_kwargs": {"bias": 1.0}, "timeout_s": 7.0,
                                "batching": BatchingPolicy(max_batch_size=3)})
     with host.serve(v1) as client:
@@ -107,7 +108,7 @@ def test_an_update_shows_in_the_model_description(host: Host) -> None:
 
 
 def test_an_update_that_fails_to_load_keeps_the_previous_model_serving(host: Host) -> None:
-    v1 = ModelSpec(name="m", backend="test", resources={"num_cpus": 0.5})
+    v1 = ServedModelSpec(name="m", backend="test", resources={"num_cpus": 0.5})
     broken = v1.model_copy(update={"backend_kwargs": {"fail_load": True}})
     with host.serve(v1) as client:
         assert host.server is not None
@@ -124,7 +125,7 @@ def test_an_update_that_fails_to_load_keeps_the_previous_model_serving(host: Hos
 ])
 def test_an_update_with_a_bad_spec_is_refused_before_anything_changes(
         host: Host, change: dict[str, object], message: str) -> None:
-    v1 = ModelSpec(name="m", backend="test", resources={"num_cpus": 0.5})
+    v1 = ServedModelSpec(name="m", backend="test", resources={"num_cpus": 0.5})
     with host.serve(v1) as client:
         assert host.server is not None
         with pytest.raises(ConfigError, match=message):

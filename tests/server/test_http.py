@@ -18,12 +18,13 @@ from server_support import POISON, ScriptedPlugin, serving, sse_events, steps_lo
 
 from sheaf_core import ModelSpec
 from sheaf_server import build_app
+from sheaf_server.settings import ServedModelSpec
 
 BODY = {"history": [1.0, 2.0, 3.0, 4.0], "horizon": 3}
 
 
-def spec(name: str = "m", **kwargs: object) -> ModelSpec:
-    return ModelSpec(name=name, backend="test", **kwargs)
+def spec(name: str = "m", **kwargs: object) -> ServedModelSpec:
+    return ServedModelSpec(name=name, backend="test", **kwargs)
 
 
 def stats(client: httpx.Client, name: str = "m") -> dict:

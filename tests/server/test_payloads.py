@@ -19,7 +19,7 @@ from hosts import Host, wait_until_ready
 from server_support import sse_events
 
 from sheaf_backend_graphcast.testing import sample_request, save_tiny_graphcast
-from sheaf_core import ModelSpec, ServerSettings, SheafConfig
+from sheaf_core import ModelSpec
 from sheaf_core.codecs import PayloadSettings
 from sheaf_core.contracts.weather import WeatherRequest, WeatherResponse
 from sheaf_core.contracts.weather_payloads import NETCDF_MEDIA_TYPE, ZARR_ZIP_MEDIA_TYPE
@@ -32,6 +32,7 @@ from sheaf_core.contracts.weather_xarray import (
     to_zarr_zip,
 )
 from sheaf_server import ModelServer
+from sheaf_server.settings import ServerSettings, SheafConfig
 
 INIT = datetime(2026, 1, 1, 6)
 BUCKET = "s3://jobs/weather"

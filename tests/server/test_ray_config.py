@@ -11,8 +11,8 @@ import httpx
 import yaml
 from hosts import RayCluster
 
-from sheaf_core import load_config
 from sheaf_server.ray.serve_config import IMPORT_PATH, rayservice, requirements, serve_config
+from sheaf_server.settings import load_config
 from sheaf_server.testing import wait_until_ready
 
 BIN = Path(sys.executable).parent / "sheaf-server"

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from sheaf_core import ConfigError, ModelSpec, RayServeSettings, parse_config
+from sheaf_core import ConfigError, ModelSpec
 from sheaf_server.ray.options import cluster_env, deployment_options, with_forwarded_env
+from sheaf_server.settings import RayServeSettings, ServedModelSpec, parse_config
 
 
 def test_defaults_let_a_batch_fill_and_bound_the_queue() -> None:
@@ -20,7 +21,7 @@ def test_defaults_let_a_batch_fill_and_bound_the_queue() -> None:
 
 
 def test_ray_settings_override_and_resources_fill_in() -> None:
-    spec = ModelSpec(name="m", backend="baseline", resources={"num_gpus": 1, "memory": 2**30},
+    spec = ServedModelSpec(name="m", backend="baseline", resources={"num_gpus": 1, "memory": 2**30},
                      ray={"autoscaling_config": {"min_replicas": 1, "max_replicas": 4},
                           "max_ongoing_requests": 8, "max_queued_requests": 50,
                           "ray_actor_options": {"num_cpus": 2, "accelerator_type": "L4"},
@@ -56,7 +57,7 @@ def test_the_cluster_environment_follows_the_settings() -> None:
 
 
 def test_the_builders_otel_variables_reach_every_deployment_and_a_models_own_win() -> None:
-    spec = ModelSpec(name="m", backend="baseline", ray={"runtime_env": {"env_vars": {
+    spec = ServedModelSpec(name="m", backend="baseline", ray={"runtime_env": {"env_vars": {
         "OTEL_SERVICE_NAME": "own"}}})
     options = with_forwarded_env(deployment_options(spec, RayServeSettings()), {
         "OTEL_TRACES_EXPORTER": "otlp_proto_http", "OTEL_SERVICE_NAME": "driver",

@@ -24,8 +24,9 @@ from picture_support import assert_same_image, png_b64
 from sheaf_backend_chronos.testing import save_tiny_bolt
 from sheaf_backend_flux.testing import save_tiny_flux
 from sheaf_backend_sdxl.testing import save_tiny_sdxl
-from sheaf_core import ModelSpec, SheafConfig
+from sheaf_core import ModelSpec
 from sheaf_server import ModelServer
+from sheaf_server.settings import SheafConfig
 from sheaf_server.testing import wait_until_ready
 
 SHEAF_SERVE = "sheaf-serve==0.13.0"

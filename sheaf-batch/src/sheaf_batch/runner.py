@@ -70,6 +70,7 @@ class BatchRunner:
 
     def run(self, job: BatchSpec) -> BatchSummary:
         started = time.perf_counter()
+        job = job.for_model(self.spec)  # unset batch size and resources: the model's
         options = job.storage_options
         source = Source(job.source, options)
         planned = plan(source, self._runtime, job.chunk_rows, job.rejects_path, options)
@@ -105,6 +106,7 @@ class BatchRunner:
             ray.init(address=self.address, include_dashboard=False)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours counts rows, not blocks
+        assert job.batch_size is not None, "run() fills it in from the model (for_model)"
         work = JobContext(self.spec, job.source, job.work_path, job.storage_options,
                           job.batch_size, self.plugins)
         items = [asdict(c) for c in chunks]

@@ -29,7 +29,9 @@ class BatchSpec(BaseModel):
     on_invalid: Literal["fail", "skip"] = Field(
         default="fail", description="fail: report every invalid row and start nothing; skip: "
         "write them to `rejects` and run the rest.")
-    batch_size: int = Field(default=64, ge=1, le=65_536, description="Rows per backend call.")
+    batch_size: int | None = Field(default=None, ge=1, le=65_536, description="Rows per "
+                                   "backend call; default the model's "
+                                   "batching.max_batch_size.")
     chunk_rows: int = Field(default=1024, ge=1, description="Rows per unit of work: what a "
                             "worker reads, runs and checkpoints at once.")
     compute: Literal["tasks", "actors"] = Field(
@@ -38,8 +40,10 @@ class BatchSpec(BaseModel):
     num_actors: int = Field(default=1, ge=1)
     concurrency: int | None = Field(default=None, ge=1, description="tasks: at most this "
                                     "many at once (default: as many as the CPUs allow).")
-    num_cpus: float = Field(default=1.0, ge=0, description="Per task or actor.")
-    num_gpus: float = Field(default=0.0, ge=0, description="Per task or actor.")
+    num_cpus: float | None = Field(default=None, ge=0, description="Per task or actor; "
+                                   "default the model's resources.num_cpus.")
+    num_gpus: float | None = Field(default=None, ge=0, description="Per task or actor; "
+                                   "default the model's resources.num_gpus.")
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec options for every path, e.g. "
         "{client_kwargs: {endpoint_url: http://minio:9000}} for an S3-compatible store.")
@@ -52,6 +56,15 @@ class BatchSpec(BaseModel):
         if not self.sink.endswith((".jsonl", ".ndjson", ".parquet")):
             raise ValueError(f"sink: {self.sink!r} must be a .jsonl or .parquet file")
         return self
+
+    def for_model(self, spec: ModelSpec) -> BatchSpec:
+        """This job with what it leaves unset taken from the model's spec: the batch size
+        from `batching.max_batch_size`, CPUs and GPUs per worker from `resources` — one
+        description of a model for the servers and the batch runner."""
+        return self.model_copy(update={
+            "batch_size": self.batch_size or spec.batching.max_batch_size,
+            "num_cpus": spec.resources.num_cpus if self.num_cpus is None else self.num_cpus,
+            "num_gpus": spec.resources.num_gpus if self.num_gpus is None else self.num_gpus})
 
     @property
     def errors_path(self) -> str:
@@ -82,6 +95,16 @@ class JobFile(BaseModel):
 
     model: ModelSpec
     job: BatchSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_serving_settings(cls, data: Any) -> Any:
+        model = data.get("model") if isinstance(data, dict) else None
+        if isinstance(model, dict) and "ray" in model:
+            raise ValueError("model.ray: Ray Serve deployment settings do not apply to a batch "
+                             "job; remove them (job.num_cpus, job.num_gpus, job.concurrency "
+                             "size its workers; by default from the model's resources)")
+        return data
 
 
 def load_job(path: str | Path) -> JobFile:

@@ -24,26 +24,26 @@ from sheaf_core.hookspecs import hookimpl
 from sheaf_core.pipeline_spec import PipelineNode, PipelineSpec
 from sheaf_core.registry import Registry, default_registry, discover
 from sheaf_core.spec import (
-    AutoscalingPolicy,
+    MOVED_TO_SERVER,
     BatchingPolicy,
     CachePolicy,
     FeatureStoreSpec,
     ModelSpec,
-    RayActorOptions,
-    RayPolicy,
-    RayServeSettings,
     ResourcePolicy,
-    ServerSettings,
-    SheafConfig,
     build_backend,
-    load_config,
-    parse_config,
+    moved,
 )
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """Host settings moved to `sheaf_server.settings`; the old names warn (one release)."""
+    if name in MOVED_TO_SERVER:
+        return moved(__name__, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
-    "AutoscalingPolicy",
     "Backend",
     "BaseRequest",
     "BaseResponse",
@@ -61,13 +61,8 @@ __all__ = [
     "PipelineSpec",
     "PluginError",
     "ProgressEvent",
-    "RayActorOptions",
-    "RayPolicy",
-    "RayServeSettings",
     "Registry",
     "ResourcePolicy",
-    "ServerSettings",
-    "SheafConfig",
     "SheafError",
     "TimeSeriesRequest",
     "TimeSeriesResponse",
@@ -76,6 +71,4 @@ __all__ = [
     "default_registry",
     "discover",
     "hookimpl",
-    "load_config",
-    "parse_config",
 ]

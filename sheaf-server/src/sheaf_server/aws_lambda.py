@@ -16,13 +16,13 @@ import asyncio
 import os
 from typing import Any
 
-from sheaf_core.config_check import check_config
 from sheaf_core.errors import ConfigError
-from sheaf_core.spec import SheafConfig, load_config
 from sheaf_server.asgi.app import create_app
+from sheaf_server.config_check import check_config
 from sheaf_server.defaults import default_config
 from sheaf_server.engine import Engine
 from sheaf_server.logs import configure_logging, silence_progress_bars
+from sheaf_server.settings import SheafConfig, load_config
 
 LambdaHandler = Any  # (event: dict, context: object) -> dict
 

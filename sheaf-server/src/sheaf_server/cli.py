@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from sheaf_core.config_check import check_config, check_config_file
 from sheaf_core.errors import ConfigError, SheafError
 from sheaf_core.registry import default_registry
-from sheaf_core.spec import SheafConfig, load_config
 from sheaf_core.versions import VersionAction
+from sheaf_server.config_check import check_config, check_config_file
 from sheaf_server.defaults import default_config
 from sheaf_server.deploy.targets import (
     DEFAULT_IMAGE,
@@ -31,6 +30,7 @@ from sheaf_server.deploy.targets import (
 )
 from sheaf_server.deploy.targets import build as build_target
 from sheaf_server.logs import configure_logging, silence_progress_bars
+from sheaf_server.settings import SheafConfig, load_config
 from sheaf_server.telemetry import configure_tracing
 
 if TYPE_CHECKING:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sheaf_core.spec import ModelSpec, SheafConfig
+from sheaf_server.settings import ServedModelSpec, SheafConfig
 
 DEFAULT_MODEL_NAME = "baseline"
 
 
 def default_config() -> SheafConfig:
-    return SheafConfig(models=[ModelSpec(name=DEFAULT_MODEL_NAME, backend="baseline")])
+    return SheafConfig(models=[ServedModelSpec(name=DEFAULT_MODEL_NAME, backend="baseline")])

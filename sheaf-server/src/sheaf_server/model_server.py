@@ -20,7 +20,8 @@ from typing import Any, Literal, Protocol
 from pydantic import ValidationError
 
 from sheaf_core.errors import ConfigError
-from sheaf_core.spec import ModelSpec, SheafConfig
+from sheaf_core.spec import ModelSpec
+from sheaf_server.settings import ServedModelSpec, SheafConfig, served
 
 log = logging.getLogger("sheaf.server")
 Runtime = Literal["asgi", "ray"]
@@ -51,7 +52,7 @@ class ModelServer:
                  host: str | None = None, port: int | None = None, address: str | None = None,
                  plugins: Iterable[object] = (), log_level: str = "info") -> None:
         if not isinstance(config, SheafConfig):
-            config = SheafConfig(models=list(config))
+            config = SheafConfig(models=[served(spec) for spec in config])
         self.config = config
         self.runtime = runtime
         self.url: str | None = None
@@ -94,8 +95,12 @@ class ModelServer:
         """Hot-swap the model named `spec.name`; returns once new requests are answered by
         `spec`. ConfigError (unknown model, bad kwargs, another model type) or UpdateFailed
         (the new weights did not load) leave the model serving as before."""
+        data = dict(spec)
+        current = next((m for m in self.config.models if m.name == spec.name), None)
+        if not isinstance(spec, ServedModelSpec) and current is not None:
+            data["ray"] = current.ray  # a plain ModelSpec keeps the model's Ray settings
         try:  # re-validated: `model_copy(update=...)` does not validate what it sets
-            spec = ModelSpec.model_validate(dict(spec))
+            spec = ServedModelSpec.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(f"model {spec.name!r}: the updated spec is invalid: "
                               + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"

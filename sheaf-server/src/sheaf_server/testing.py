@@ -27,9 +27,10 @@ import pytest
 from pydantic import BaseModel
 
 from sheaf_core.backend import Backend
-from sheaf_core.spec import ModelSpec, SheafConfig
+from sheaf_core.spec import ModelSpec
 from sheaf_core.testing import BackendConformance
 from sheaf_server.model_server import ModelServer
+from sheaf_server.settings import SheafConfig
 
 #: The name the served model gets in `ServingConformance`.
 SERVED_NAME = "model"

@@ -27,7 +27,7 @@ from sheaf_core.codecs import media_type_of
 from sheaf_core.errors import FieldProblem
 from sheaf_core.pipeline_spec import PipelineSpec
 from sheaf_core.registry import Registry
-from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig
+from sheaf_core.spec import ModelSpec
 from sheaf_server import __version__
 from sheaf_server.asgi.accept import check_accept
 from sheaf_server.asgi.body import read_body
@@ -53,6 +53,7 @@ from sheaf_server.engine import (
 from sheaf_server.engine.metrics import exposition
 from sheaf_server.engine.served import StreamingModel
 from sheaf_server.engine.state import ModelState
+from sheaf_server.settings import ServerSettings, SheafConfig
 
 log = logging.getLogger("sheaf.server")
 T = TypeVar("T")

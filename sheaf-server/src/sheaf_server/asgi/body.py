@@ -7,8 +7,8 @@ import asyncio
 
 from starlette.requests import Request
 
-from sheaf_core.spec import ServerSettings
 from sheaf_server.engine.errors import BodyTimeout, PayloadTooLarge
+from sheaf_server.settings import ServerSettings
 
 
 async def read_body(request: Request, settings: ServerSettings) -> bytes:

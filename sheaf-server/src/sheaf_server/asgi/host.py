@@ -11,9 +11,10 @@ from typing import Any
 
 import uvicorn
 
-from sheaf_core.spec import ModelSpec, SheafConfig
+from sheaf_core.spec import ModelSpec
 from sheaf_server.asgi.app import create_app
 from sheaf_server.engine import Engine
+from sheaf_server.settings import SheafConfig
 
 
 class AsgiHost:

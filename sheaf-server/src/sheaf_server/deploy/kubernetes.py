@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sheaf_core.registry import Registry, default_registry
-from sheaf_core.spec import ModelSpec, SheafConfig
+from sheaf_core.spec import ModelSpec
 from sheaf_server import __version__
 from sheaf_server.deploy.files import dump, dump_all, write_files
+from sheaf_server.settings import SheafConfig, served
 
 Runtime = Literal["asgi", "ray"]
 HpaMetric = Literal["cpu", "queue_depth"]
@@ -70,7 +71,7 @@ class KubernetesServer:
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, SheafConfig):
-            self.config = SheafConfig(models=list(self.config))
+            self.config = SheafConfig(models=[served(spec) for spec in self.config])
         if not 1 <= self.replicas <= self.max_replicas:
             raise ValueError(f"replicas: {self.replicas} must be between 1 and max_replicas "
                              f"({self.max_replicas})")

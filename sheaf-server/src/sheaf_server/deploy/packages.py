@@ -9,7 +9,7 @@ from importlib import metadata
 from typing import Literal
 
 from sheaf_core.registry import IN_PROCESS, Registry, default_registry
-from sheaf_core.spec import SheafConfig
+from sheaf_server.settings import SheafConfig
 
 Runtime = Literal["asgi", "ray"]
 

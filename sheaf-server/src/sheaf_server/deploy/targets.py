@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sheaf_core.config_check import check_config
 from sheaf_core.errors import ConfigError
 from sheaf_core.registry import Registry
-from sheaf_core.spec import SheafConfig
 from sheaf_server import __version__
+from sheaf_server.config_check import check_config
 from sheaf_server.deploy import docker, packages
 from sheaf_server.deploy.files import dump, write_files
 from sheaf_server.deploy.kubernetes import HpaMetric, KubernetesServer, Runtime
+from sheaf_server.settings import SheafConfig
 
 Target = Literal["docker", "compose", "kubernetes", "sagemaker", "ray", "kuberay"]
 TARGETS: tuple[Target, ...] = ("docker", "compose", "kubernetes", "sagemaker", "ray",

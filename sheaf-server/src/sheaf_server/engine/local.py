@@ -14,12 +14,13 @@ from sheaf_core.backend import Backend
 from sheaf_core.errors import ConfigError
 from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec
 from sheaf_core.registry import ContractEntry, Registry, registry_with
-from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
+from sheaf_core.spec import ModelSpec, build_backend
 from sheaf_server.engine import request_path
 from sheaf_server.engine.loading import WAITING
 from sheaf_server.engine.pipeline import PipelineRuntime
 from sheaf_server.engine.runtime import ModelRuntime
 from sheaf_server.engine.served import ModelTable, build_table
+from sheaf_server.settings import ServerSettings
 
 log = logging.getLogger("sheaf.engine")
 

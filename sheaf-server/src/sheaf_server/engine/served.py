@@ -21,12 +21,13 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from sheaf_core.backend import Backend
 from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec, plan_pipelines
 from sheaf_core.registry import ContractEntry, Registry
-from sheaf_core.spec import ModelSpec, ServerSettings, build_backend
+from sheaf_core.spec import ModelSpec, build_backend
 from sheaf_server.engine.answer import Answer
 from sheaf_server.engine.call import Call
 from sheaf_server.engine.errors import ModelNotFound
 from sheaf_server.engine.state import ModelState
 from sheaf_server.engine.streaming import EventStream
+from sheaf_server.settings import ServerSettings
 
 
 class ServedModel(Protocol):

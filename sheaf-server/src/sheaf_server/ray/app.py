@@ -13,7 +13,7 @@ from ray.serve import Application, Deployment
 from sheaf_core.errors import ConfigError
 from sheaf_core.pipeline_spec import PipelineSpec, plan_pipelines
 from sheaf_core.registry import registry_with
-from sheaf_core.spec import ModelSpec, ServerSettings, SheafConfig, check_spec, parse_config
+from sheaf_core.spec import ModelSpec, check_spec
 from sheaf_server import __version__
 from sheaf_server.ray.deployments import ModelReplica, PipelineReplica, SheafIngress
 from sheaf_server.ray.options import (
@@ -24,6 +24,7 @@ from sheaf_server.ray.options import (
     serve_logging,
     with_forwarded_env,
 )
+from sheaf_server.settings import ServerSettings, SheafConfig, parse_config
 
 
 def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,

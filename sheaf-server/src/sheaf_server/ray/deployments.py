@@ -27,7 +27,7 @@ from sheaf_core.contracts.base import BaseResponse
 from sheaf_core.errors import ConfigError, RequestError, UpdateFailed
 from sheaf_core.pipeline_spec import PipelineSpec, plan_pipeline
 from sheaf_core.registry import registry_with
-from sheaf_core.spec import ModelSpec, ServerSettings
+from sheaf_core.spec import ModelSpec
 from sheaf_server.asgi.app import create_app
 from sheaf_server.engine import Engine, ModelRuntime, ModelState, ServedModel, request_path, tracing
 from sheaf_server.engine.call import Call
@@ -35,6 +35,7 @@ from sheaf_server.engine.pipeline import PipelineRuntime
 from sheaf_server.ray import transport
 from sheaf_server.ray.logs import route_to_serve_logs
 from sheaf_server.ray.remote import RemoteEngine
+from sheaf_server.settings import ServedModelSpec, ServerSettings
 from sheaf_server.telemetry import configure_tracing
 
 log = logging.getLogger("sheaf.ray")
@@ -82,7 +83,7 @@ class ModelReplica(ServedReplica):
         self.update_error: dict[str, str] | None = None
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        spec = ModelSpec.model_validate(user_config["spec"])
+        spec = ServedModelSpec.model_validate(user_config["spec"])
         if self.engine is None:
             await self._start(spec)
             return
@@ -181,7 +182,7 @@ class SheafIngress:
         """The current specs (deadline, batching shown in GET /models/NAME) after an update;
         routes stay as built (an update keeps names and model types)."""
         for data in user_config["specs"]:
-            spec = ModelSpec.model_validate(data)
+            spec = ServedModelSpec.model_validate(data)
             model = self.engine.models.get(spec.name)
             if model is not None:
                 model.respec(spec)

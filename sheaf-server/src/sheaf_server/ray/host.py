@@ -7,8 +7,9 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
-from sheaf_core.spec import ModelSpec, SheafConfig
+from sheaf_core.spec import ModelSpec
 from sheaf_server.ray import reaper, runner
+from sheaf_server.settings import SheafConfig
 
 
 class RayHost:

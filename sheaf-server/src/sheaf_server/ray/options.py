@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sheaf_core.pipeline_spec import PipelineSpec
-from sheaf_core.spec import ModelSpec, RayServeSettings
+from sheaf_core.spec import ModelSpec
+from sheaf_server.settings import RayServeSettings, ray_policy
 
 #: Ray's own default, too low for batching: a replica would never see a full batch.
 RAY_DEFAULT_MAX_ONGOING = 5
@@ -18,15 +19,16 @@ RAY_DEFAULT_MAX_ONGOING = 5
 def max_ongoing_requests(spec: ModelSpec) -> int:
     """Calls one replica takes at once. Default: twice the batch size (at least Ray's 5),
     so one batch can fill while the previous one runs."""
-    if spec.ray.max_ongoing_requests is not None:
-        return spec.ray.max_ongoing_requests
+    ongoing = ray_policy(spec).max_ongoing_requests
+    if ongoing is not None:
+        return ongoing
     size = spec.batching.max_batch_size if spec.batching.enabled else 1
     return max(RAY_DEFAULT_MAX_ONGOING, 2 * size)
 
 
 def actor_options(spec: ModelSpec) -> dict[str, Any]:
     """`ray_actor_options`: the Ray-specific values, falling back to `resources`."""
-    ray, generic = spec.ray.ray_actor_options, spec.resources
+    ray, generic = ray_policy(spec).ray_actor_options, spec.resources
     options: dict[str, Any] = {
         "num_cpus": ray.num_cpus if ray.num_cpus is not None else generic.num_cpus,
         "num_gpus": ray.num_gpus if ray.num_gpus is not None else generic.num_gpus,
@@ -38,8 +40,8 @@ def actor_options(spec: ModelSpec) -> dict[str, Any]:
         options["accelerator_type"] = ray.accelerator_type
     if ray.resources:
         options["resources"] = dict(ray.resources)
-    if spec.ray.runtime_env:
-        options["runtime_env"] = dict(spec.ray.runtime_env)
+    if ray_policy(spec).runtime_env:
+        options["runtime_env"] = dict(ray_policy(spec).runtime_env)
     return options
 
 
@@ -47,7 +49,7 @@ def deployment_options(spec: ModelSpec,
                        settings: RayServeSettings | None = None) -> dict[str, Any]:
     """Keyword arguments for `Deployment.options(...)` of this model's deployment; with the
     app's `settings`, also the environment every sheaf process of the app shares."""
-    ray = spec.ray
+    ray = ray_policy(spec)
     options: dict[str, Any] = {
         "name": spec.name,
         "max_ongoing_requests": max_ongoing_requests(spec),

@@ -22,7 +22,7 @@ from sheaf_core.backend import Backend
 from sheaf_core.errors import RequestError
 from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec
 from sheaf_core.registry import ContractEntry, Registry, registry_with
-from sheaf_core.spec import ModelSpec, ServerSettings
+from sheaf_core.spec import ModelSpec
 from sheaf_server.engine import request_path
 from sheaf_server.engine.answer import Answer
 from sheaf_server.engine.call import Call
@@ -32,6 +32,7 @@ from sheaf_server.engine.served import ModelTable, build_table
 from sheaf_server.engine.state import ModelState
 from sheaf_server.ray import transport
 from sheaf_server.ray.options import deployment_options
+from sheaf_server.settings import ServerSettings
 
 log = logging.getLogger("sheaf.ray")
 

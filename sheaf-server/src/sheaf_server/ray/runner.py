@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 import httpx
 
 from sheaf_core.errors import ConfigError, UpdateFailed
-from sheaf_core.spec import ModelSpec, RayServeSettings, SheafConfig
+from sheaf_core.spec import ModelSpec
 from sheaf_server.ray.options import cluster_env
+from sheaf_server.settings import RayServeSettings, SheafConfig
 
 log = logging.getLogger("sheaf.ray")
 T = TypeVar("T")

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sheaf_core.registry import Registry
-from sheaf_core.spec import SheafConfig
 from sheaf_server.deploy import files, packages
 from sheaf_server.ray.options import (
     cluster_env,
@@ -24,6 +23,7 @@ from sheaf_server.ray.options import (
     pipeline_options,
     serve_logging,
 )
+from sheaf_server.settings import SheafConfig
 
 #: `import_path` of the application builder: args {config: <sheaf config>} → Application.
 IMPORT_PATH = "sheaf_server.ray.app:from_args"

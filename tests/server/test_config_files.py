@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sheaf_core import ConfigError, ModelSpec, SheafConfig, build_backend, load_config
+from sheaf_core import ConfigError, ModelSpec, build_backend
+from sheaf_server.settings import ServedModelSpec, SheafConfig, load_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -25,7 +26,7 @@ models:
     resources: {num_cpus: 2}
 server: {port: 9000, default_model: forecaster}
 """))
-    assert config.models[0] == ModelSpec(
+    assert config.models[0] == ServedModelSpec(
         name="forecaster", backend="baseline", backend_kwargs={"season_length": 7},
         batching={"max_batch_size": 16, "max_wait_ms": 5, "bucket_by": ["horizon"]},
         resources={"num_cpus": 2})

