@@ -88,3 +88,21 @@ def test_every_hook_has_a_suite_a_test_running_it_and_docs(hook: str) -> None:
     plugins_doc = (ROOT / "docs" / "plugins.md").read_text()
     assert hook in plugins_doc, f"docs/plugins.md does not document {hook}"
     assert suite in plugins_doc, f"docs/plugins.md does not mention {suite}"
+
+
+def test_streaming_capability_is_derived_from_the_class() -> None:
+    from sheaf_core.builtin.baseline import BaselineForecaster
+
+    class Streams(BaselineForecaster):
+        def stream(self, request: Any) -> Any:
+            yield from super().stream(request)
+
+    class Inherits(Streams):
+        pass
+
+    class SaysNo(Streams):
+        supports_streaming = False
+
+    assert not BaselineForecaster.supports_streaming
+    assert Streams.supports_streaming and Inherits.supports_streaming
+    assert not SaysNo.supports_streaming

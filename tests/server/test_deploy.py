@@ -6,6 +6,7 @@ same config. What the repository ships under deploy/ is exactly this output."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -327,3 +328,50 @@ def test_lambda_refuses_a_model_that_asks_for_a_gpu() -> None:
     with pytest.raises(ConfigError, match=r"model 'fc': resources.num_gpus: AWS Lambda has "
                                           r"no GPUs"):
         make_handler(config)
+
+
+def test_kubernetes_serves_https_from_a_tls_secret_and_reads_keys_from_a_secret(
+        tmp_path: Path) -> None:
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - {name: baseline, backend: baseline}\n")
+    ran = build(config, "--target", "kubernetes", "-o", str(tmp_path / "k8s"),
+                "--tls-secret", "sheaf-tls", "--api-keys-secret", "sheaf-keys")
+    assert ran.returncode == 0, ran.stderr
+    kubernetes_validate(tmp_path / "k8s")
+    found = objects(tmp_path / "k8s")
+    pod = found["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "tls", "secret": {"secretName": "sheaf-tls"}} in pod["volumes"]
+    assert {"name": "SHEAF_API_KEYS", "valueFrom": {"secretKeyRef": {
+        "name": "sheaf-keys", "key": "api-keys"}}} in container["env"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    served = SheafConfig.model_validate(yaml.safe_load(found["ConfigMap"]["data"]["sheaf.yaml"]))
+    assert served.server.tls is not None
+    assert served.server.tls.certfile.startswith(next(
+        m["mountPath"] for m in container["volumeMounts"] if m["name"] == "tls"))
+    on_ray = build(config, "--target", "kubernetes", "-o", str(tmp_path / "ray"),
+                   "--runtime", "ray", "--tls-secret", "sheaf-tls")
+    assert on_ray.returncode != 0 and "terminate TLS" in on_ray.stderr
+    assert not (tmp_path / "ray").exists()
+
+
+@pytest.mark.parametrize("target", ["docker", "compose", "kubernetes", "sagemaker", "ray",
+                                    "kuberay"])
+def test_planted_secrets_never_reach_what_build_writes(tmp_path: Path, target: str) -> None:
+    """An API key, an exporter's headers and cloud credentials in the builder's shell stay
+    out of every file a target writes (the cluster's Secrets hold them)."""
+    planted = "planted-build-secret-71ac"
+    config = tmp_path / "sheaf.yaml"
+    config.write_text("models:\n  - {name: baseline, backend: baseline}\n")
+    out = tmp_path / "out"
+    ran = subprocess.run([str(BIN), "build", str(config), "--target", target, "-o", str(out)],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "SHEAF_API_KEYS": f"{planted}:*",
+                              "OTEL_EXPORTER_OTLP_HEADERS": f"authorization={planted}",
+                              "AWS_SECRET_ACCESS_KEY": planted})
+    assert ran.returncode == 0, ran.stderr
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert written
+    for path in written:
+        assert planted.encode() not in path.read_bytes(), path
+    assert planted not in ran.stdout + ran.stderr

@@ -53,13 +53,20 @@ class Backend(Generic[RequestT, ResponseT]):
     model_type: ClassVar[str]
     #: Pydantic model of the accepted ``backend_kwargs`` (extra="forbid" recommended).
     Settings: ClassVar[type[BaseModel]] = NoSettings
-    #: Whether `stream()` is implemented.
+    #: Whether `stream()` reports progress: derived from the class (True when a subclass
+    #: overrides `stream`), so it cannot disagree with the code; a subclass may still set it.
     supports_streaming: ClassVar[bool] = False
     #: Request fields that must be equal for requests to share one model call (e.g. an
     #: image's size). Hosts add them to the model's `batching.bucket_by`, so batches are
     #: formed of such requests; `predict` must still accept a mixed batch (offline jobs
     #: batch by count), splitting it as it needs.
     batch_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "supports_streaming" not in cls.__dict__:
+            cls.supports_streaming = any("stream" in vars(base) for base in cls.__mro__
+                                         if base is not Backend and issubclass(base, Backend))
 
     def deterministic(self, request: RequestT) -> bool:
         """Whether the same request always gets the same answer from this backend, so the

@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -186,16 +187,29 @@ class _Wire:
                         data)
 
 
+def _headers(headers: Mapping[str, str] | None, api_key: str | None) -> dict[str, str]:
+    """The client's headers: `headers`, plus the API key (`api_key`, else $SHEAF_API_KEY)
+    as a bearer token."""
+    merged = dict(headers or {})
+    key = api_key if api_key is not None else os.environ.get("SHEAF_API_KEY")
+    if key:
+        merged["authorization"] = f"Bearer {key}"
+    return merged
+
+
 class SheafClient:
     """A blocking client: ``with SheafClient("http://127.0.0.1:8000") as client:
     client.predict("chronos", TimeSeriesRequest(history=[...], horizon=12))``."""
 
     def __init__(self, base_url: str, *, timeout: float = 60.0,
                  retry: RetryPolicy | None = None, headers: Mapping[str, str] | None = None,
-                 registry: Registry | None = None, http: httpx.Client | None = None) -> None:
+                 registry: Registry | None = None, http: httpx.Client | None = None,
+                 api_key: str | None = None, verify: bool | str = True) -> None:
+        """`api_key`: sent as `Authorization: Bearer` (default: $SHEAF_API_KEY); `verify`:
+        TLS verification — True, False, or a CA bundle's path (a private CA)."""
         self._wire = _Wire(retry, registry)
-        self.http = http or httpx.Client(base_url=base_url, timeout=timeout,
-                                         headers=dict(headers or {}))
+        self.http = http or httpx.Client(base_url=base_url, timeout=timeout, verify=verify,
+                                         headers=_headers(headers, api_key))
 
     def predict(self, model: str, request: Request, *,
                 request_id: str | None = None) -> BaseResponse:
@@ -269,10 +283,11 @@ class AsyncSheafClient:
     def __init__(self, base_url: str, *, timeout: float = 60.0,
                  retry: RetryPolicy | None = None, headers: Mapping[str, str] | None = None,
                  registry: Registry | None = None,
-                 http: httpx.AsyncClient | None = None) -> None:
+                 http: httpx.AsyncClient | None = None, api_key: str | None = None,
+                 verify: bool | str = True) -> None:
         self._wire = _Wire(retry, registry)
         self.http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout,
-                                              headers=dict(headers or {}))
+                                              verify=verify, headers=_headers(headers, api_key))
 
     async def predict(self, model: str, request: Request, *,
                       request_id: str | None = None) -> BaseResponse:

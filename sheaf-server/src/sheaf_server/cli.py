@@ -149,6 +149,10 @@ def _parser() -> argparse.ArgumentParser:
                        "install may use (pip --find-links)")
     build.add_argument("--gpu-image", help="kuberay: the image of GPU worker groups (built "
                        "with a CUDA torch); default --image")
+    build.add_argument("--tls-secret", help="kubernetes (asgi): a kubernetes.io/tls Secret "
+                       "mounted for server.tls; the pods serve HTTPS")
+    build.add_argument("--api-keys-secret", help="kubernetes: a Secret whose 'api-keys' entry "
+                       "(KEY:SCOPE|SCOPE,...) becomes $SHEAF_API_KEYS")
     build.set_defaults(run=_build)
 
     validate = commands.add_parser("validate", help="check a config, its backends' kwargs "
@@ -386,7 +390,8 @@ def _build(args: argparse.Namespace) -> int:
                            max_replicas=args.max_replicas, hpa_metric=args.hpa_metric,
                            bake_config=args.bake_config, pip=args.pip,
                            pip_options=pip_options, gpu_image=args.gpu_image,
-                           wheels=Path(args.wheels) if args.wheels else None)
+                           wheels=Path(args.wheels) if args.wheels else None,
+                           tls_secret=args.tls_secret, api_keys_secret=args.api_keys_secret)
     if args.target is None:  # the Ray Serve config (or RayService) as one file or stdout
         check_config(config, local_files=False, source=args.config)  # paths: the cluster's
         document = (kuberay_document if args.kuberay else ray_document)(config, options)

@@ -1,10 +1,13 @@
 """`python -m sheaf_server.healthcheck [PATH]`: exit 0 when the server in this container
 answers PATH (default /health) with 200, else 1 — the image's HEALTHCHECK, with no curl
-in the image. The port is $SAGEMAKER_BIND_TO_PORT or $PORT (default 8000)."""
+in the image. The port is $SAGEMAKER_BIND_TO_PORT or $PORT (default 8000); with
+$SHEAF_HEALTHCHECK_TLS set, it speaks HTTPS to itself (certificate not checked: it is this
+container's own server, reached on 127.0.0.1)."""
 
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import urllib.request
 
@@ -12,9 +15,11 @@ import urllib.request
 def main(argv: list[str]) -> int:
     path = argv[0] if argv else "/health"
     port = os.environ.get("SAGEMAKER_BIND_TO_PORT") or os.environ.get("PORT", "8000")
-    url = f"http://127.0.0.1:{port}{path}"
+    tls = bool(os.environ.get("SHEAF_HEALTHCHECK_TLS"))
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}"
+    context = ssl._create_unverified_context() if tls else None
     try:
-        with urllib.request.urlopen(url, timeout=4) as response:
+        with urllib.request.urlopen(url, timeout=4, context=context) as response:
             return 0 if response.status == 200 else 1
     except OSError as exc:
         print(f"healthcheck: {url}: {exc}", file=sys.stderr)

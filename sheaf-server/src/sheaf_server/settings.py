@@ -11,6 +11,7 @@ Ray Serve deploys it. The YAML keeps its shape: a model entry may carry `ray:`, 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -142,6 +143,82 @@ class SageMakerSettings(_Strict):
         "answered line by line (docs/sagemaker_batch_transform.md).")
 
 
+class AuthSettings(_Strict):
+    """API keys (docs/security.md). Keys come from the environment variable `env_var` and
+    from `keys_file`; with none, the server is open (as without this section)."""
+
+    env_var: str = Field(default="SHEAF_API_KEYS", min_length=1, description="Environment "
+                         "variable with comma-separated KEY:SCOPE|SCOPE entries.")
+    keys_file: str | None = Field(default=None, description="A file of entries, one per "
+                                  "line, or YAML with id, sha256 and scopes per key.")
+    required: bool = Field(default=False, description="Refuse to start without keys (so a "
+                           "missing secret cannot leave a server open).")
+    open_paths: list[str] = Field(
+        default_factory=lambda: ["/health", "/ready", "/ping", "/*/health", "/*/ready",
+                                 "/v2/health/*"],
+        description="Paths served without a key (shell-style, `*` within one segment): by "
+        "default the probes an orchestrator calls. [] protects every path.")
+
+
+class TLSSettings(_Strict):
+    """HTTPS for tier 1 (uvicorn's TLS). On Ray, terminate TLS at the load balancer or
+    ingress in front of the cluster (docs/security.md)."""
+
+    certfile: str = Field(description="PEM certificate chain of the server.")
+    keyfile: str = Field(description="PEM private key of the certificate.")
+    ca_certs: str | None = Field(default=None, description="PEM CA bundle that client "
+                                 "certificates must chain to (mutual TLS).")
+    client_auth: Literal["none", "optional", "required"] = Field(
+        default="none", description="Mutual TLS: whether clients must (required) or may "
+        "(optional) present a certificate signed by ca_certs.")
+
+    @model_validator(mode="after")
+    def _ca_for_client_auth(self) -> TLSSettings:
+        if self.client_auth != "none" and not self.ca_certs:
+            raise ValueError(f"client_auth {self.client_auth!r} needs ca_certs (the CA that "
+                             "signs client certificates)")
+        return self
+
+
+class CORSSettings(_Strict):
+    """Cross-origin requests from browsers (Starlette's CORSMiddleware); off unless
+    `allow_origins` lists some."""
+
+    allow_origins: list[str] = Field(default_factory=list, description='Origins, e.g. '
+                                     '["https://app.example.com"]; ["*"] for any.')
+    allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST", "DELETE"])
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["authorization", "x-api-key", "content-type",
+                                 "x-request-id"])
+    expose_headers: list[str] = Field(
+        default_factory=lambda: ["x-request-id", "retry-after", "ratelimit-limit",
+                                 "ratelimit-remaining", "ratelimit-reset"])
+    allow_credentials: bool = False
+    max_age: int = Field(default=600, ge=0, description="Seconds a browser caches a "
+                         "preflight answer.")
+
+
+class RateLimit(_Strict):
+    """A token bucket: `requests_per_s` on average, up to `burst` at once."""
+
+    requests_per_s: float = Field(gt=0)
+    burst: int | None = Field(default=None, ge=1, description="Default: requests_per_s "
+                              "rounded up.")
+
+    @property
+    def capacity(self) -> int:
+        return self.burst or max(1, math.ceil(self.requests_per_s))
+
+
+class RateLimitSettings(_Strict):
+    """Off unless set. A refused call is a 429 with Retry-After and RateLimit-* headers."""
+
+    per_key: RateLimit | None = Field(default=None, description="Each API key (each client "
+                                      "address on a server without keys), all its calls.")
+    per_model: RateLimit | None = Field(default=None, description="Each model and pipeline, "
+                                        "all callers together.")
+
+
 class ServerSettings(_Strict):
     """Settings of the HTTP host."""
 
@@ -182,6 +259,10 @@ class ServerSettings(_Strict):
         default_factory=PayloadSettings, description="Payloads named by URI (e.g. a "
         "weather state in s3://): which prefixes requests may use, with what credentials.")
     sagemaker: SageMakerSettings = Field(default_factory=SageMakerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    tls: TLSSettings | None = Field(default=None, description="HTTPS on tier 1.")
+    cors: CORSSettings = Field(default_factory=CORSSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     ray: RayServeSettings = Field(default_factory=RayServeSettings)
 
 

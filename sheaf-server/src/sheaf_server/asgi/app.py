@@ -50,9 +50,12 @@ from sheaf_server.engine import (
     ServingEngine,
     status_of,
 )
+from sheaf_server.engine.errors import Forbidden
 from sheaf_server.engine.metrics import exposition
 from sheaf_server.engine.served import StreamingModel
 from sheaf_server.engine.state import ModelState
+from sheaf_server.security.middleware import Admission
+from sheaf_server.security.setup import add_authentication, add_cors, admission, server_keys
 from sheaf_server.settings import ServerSettings, SheafConfig
 
 log = logging.getLogger("sheaf.server")
@@ -92,16 +95,20 @@ def create_app(engine: ServingEngine) -> FastAPI:
         finally:
             await engine.stop()
 
+    keys = server_keys(engine.settings, list(engine.models))  # ConfigError before serving
     app = FastAPI(title="Sheaf", version=__version__, lifespan=lifespan,
                   description="Typed inference endpoints for non-text foundation models.")
     app.state.engine = engine
+    app.state.admission = admission(engine.settings)
     hot_paths: dict[str, Handler] = {
         f"/{name}/predict": partial(_predict, engine=engine, runtime=runtime)
         for name, runtime in engine.models.items()}
     hot_paths["/invocations"] = partial(_invocations, engine=engine)
     app.add_middleware(FastPathMiddleware, handlers=hot_paths)
+    add_authentication(app, keys, engine.settings)  # inside the request id: refusals have one
     app.add_middleware(RequestIdMiddleware)  # outside the fast path, so it has ids
     add_tracing(app, list(engine.models))  # the request's span, when tracing is on
+    add_cors(app, engine.settings)  # outside the key check: preflights carry no key
     app.add_middleware(MetricsMiddleware, models=list(engine.models),  # outermost: times all
                        access_log=engine.settings.access_log,
                        access_log_exclude=engine.settings.access_log_exclude)
@@ -132,7 +139,9 @@ async def _predict(request: Request, engine: ServingEngine, runtime: ServedModel
 
 def _call(request: Request, name: str, body: bytes) -> Call:
     """The `Call` an HTTP request makes: its body and media type, and the id the request-id
-    middleware settled (generated, or the caller's X-Request-ID)."""
+    middleware settled (generated, or the caller's X-Request-ID) — once the caller may make
+    it (`Admission`: its key's scopes, the rate limits)."""
+    request.app.state.admission.admit(request.scope, name)
     state = request.scope["state"]
     return Call(name, state[STATE_KEY], body, id_generated=state[GENERATED_KEY],
                 media_type=media_type_of(request.headers.get("content-type")))
@@ -235,17 +244,23 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
             body["message"] = "not ready: " + ", ".join(waiting)
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/models", tags=["server"], summary="Served models with their JSON schemas")
-    async def models() -> dict[str, Any]:
-        return {"models": [await _listing(runtime) for runtime in engine.models.values()]}
+    @app.get("/models", tags=["server"], summary="Served models with their JSON schemas "
+             "(with API keys: those the key may call; every one for an admin key)")
+    async def models(request: Request) -> dict[str, Any]:
+        return {"models": [await _listing(runtime) for name, runtime in engine.models.items()
+                           if Admission.visible(request.scope, name)]}
 
     @app.get("/models/{name}", tags=["server"], summary="One served model")
-    async def model(name: str) -> dict[str, Any]:
-        return await _listing(engine.model(name))
+    async def model(request: Request, name: str) -> dict[str, Any]:
+        runtime = engine.model(name)
+        if not Admission.visible(request.scope, name):
+            raise Forbidden(f"this API key may not call {name!r}")
+        return await _listing(runtime)
 
     @app.get("/metrics", tags=["server"], summary="Prometheus metrics of every model "
              "(requests, latency, queue wait and depth, batch sizes, load time, cache)")
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
+        Admission.require_admin(request.scope, "GET /metrics")
         body, content_type = await asyncio.to_thread(exposition)  # may read many files
         return Response(body, media_type=content_type)
 
@@ -294,6 +309,7 @@ async def _predict_lines(request: Request, runtime: ServedModel, body: bytes) ->
     that fails answers its error body on its line (with `status`) and the others are
     answered — one bad record does not fail the rest of the mini-batch."""
     check_accept(request.headers.get("accept"), "application/jsonlines")
+    request.app.state.admission.admit(request.scope, runtime.name)
     records = [line for line in body.split(b"\n") if line.strip()]
     base = request.scope["state"][STATE_KEY]
 

@@ -7,6 +7,7 @@ internals (tracebacks, exception text of a backend) never leave the server.
 from __future__ import annotations
 
 import json
+import math
 
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -30,6 +31,8 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
+        (401, "No API key, or an unknown one (server.auth; WWW-Authenticate says how)"),
+        (403, "The API key's scopes do not include this model, pipeline or route"),
         (404, "Unknown model, or no entity in the feature store for the request's "
               "`features.entity`"),
         (408, "The request body stopped arriving (server.body_timeout_s)"),
@@ -41,6 +44,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (502, "Storage named by the request (an input or output URI), or the model's "
               "feature store, could not be read"),
         (503, "Model not ready, queue full or shutting down; honour Retry-After"),
+        (429, "Over a rate limit (server.rate_limits); honour Retry-After"),
         (504, "The request deadline passed before an answer"),
     )
 }
@@ -63,7 +67,8 @@ def error_response(exc: RequestError, request_id: str, status: int | None = None
     body = error_body(exc, request_id)
     headers = {}
     if exc.retry_after is not None:
-        headers["Retry-After"] = str(int(max(1, exc.retry_after)))
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    headers.update(getattr(exc, "headers", {}))
     if status == 408:  # the rest of the body may still come: this connection is done
         headers["Connection"] = "close"
     return Response(json.dumps(body), status_code=status, headers=headers,

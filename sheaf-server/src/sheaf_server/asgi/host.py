@@ -4,6 +4,8 @@ engine's event loop reachable from other threads (hot swap from `ModelServer.upd
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
 import threading
 import time
 from collections.abc import Iterable
@@ -11,10 +13,26 @@ from typing import Any
 
 import uvicorn
 
+from sheaf_core.errors import ConfigError
 from sheaf_core.spec import ModelSpec
 from sheaf_server.asgi.app import create_app
 from sheaf_server.engine import Engine
-from sheaf_server.settings import SheafConfig
+from sheaf_server.settings import SheafConfig, TLSSettings
+
+
+def tls_options(tls: TLSSettings | None) -> dict[str, Any]:
+    """uvicorn's TLS arguments for `server.tls` (none: plain HTTP). The files are read when
+    the server starts; a missing or unreadable one fails the start, naming it."""
+    if tls is None:
+        return {}
+    for field in ("certfile", "keyfile", "ca_certs"):
+        path = getattr(tls, field)
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(f"server.tls.{field}: cannot read {path!r}")
+    requirement = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
+                   "required": ssl.CERT_REQUIRED}[tls.client_auth]
+    return {"ssl_certfile": tls.certfile, "ssl_keyfile": tls.keyfile,
+            "ssl_ca_certs": tls.ca_certs, "ssl_cert_reqs": requirement}
 
 
 class AsgiHost:
@@ -23,10 +41,12 @@ class AsgiHost:
         settings = config.server
         self.engine = Engine(config.models, settings, plugins=plugins,  # bad kwargs fail here
                              pipelines=config.pipelines)
+        self.scheme = "https" if settings.tls else "http"
         self.server = uvicorn.Server(uvicorn.Config(
             create_app(self.engine), host=host, port=port, log_level=log_level.lower(),
             access_log=False, log_config=None,  # sheaf's own access log (asgi/metrics.py)
-            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None))
+            timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+            **tls_options(settings.tls)))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="sheaf-uvicorn", daemon=True)
 
@@ -52,7 +72,7 @@ class AsgiHost:
             time.sleep(0.01)
         host, port = self.server.servers[0].sockets[0].getsockname()[:2]
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        return f"http://{shown}:{port}"
+        return f"{self.scheme}://{shown}:{port}"
 
     @property
     def alive(self) -> bool:

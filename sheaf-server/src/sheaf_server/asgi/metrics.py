@@ -47,7 +47,7 @@ def _log_access(scope: Scope, model: str, route: str, status: int, elapsed: floa
                     "latency_ms": latency_ms})
 
 
-def _path_matcher(patterns: Collection[str]) -> Callable[[str], bool]:
+def path_matcher(patterns: Collection[str]) -> Callable[[str], bool]:
     """Whether a path matches one of the shell-style `patterns` (`*` stays within one
     path segment, so `/*/ready` is a model's readiness, not every path ending in ready)."""
     if not patterns:
@@ -63,7 +63,7 @@ class MetricsMiddleware:
         self.app = app
         self.models = frozenset(models)
         self.access_log = access_log
-        self._unlogged = _path_matcher(access_log_exclude)
+        self._unlogged = path_matcher(access_log_exclude)
         # Bound series by label values (few: served models x routes x statuses), so the
         # hot path skips prometheus-client's locked label lookup.
         self._counts: dict[tuple[str, str, str], Any] = {}

@@ -28,13 +28,16 @@ from sheaf_core.registry import Registry, default_registry
 from sheaf_core.spec import ModelSpec
 from sheaf_server import __version__
 from sheaf_server.deploy.files import dump, dump_all, write_files
-from sheaf_server.settings import SheafConfig, served
+from sheaf_server.settings import SheafConfig, TLSSettings, served
 
 Runtime = Literal["asgi", "ray"]
 HpaMetric = Literal["cpu", "queue_depth"]
 
 CONFIG_DIR = "/etc/sheaf"
 CONFIG_PATH = f"{CONFIG_DIR}/sheaf.yaml"
+TLS_DIR = "/etc/sheaf-tls"
+#: The key of `api_keys_secret` that holds the KEY:SCOPE entries.
+API_KEYS_ENTRY = "api-keys"
 #: Seconds the pod keeps serving after it is marked terminating, so that endpoints and load
 #: balancers stop routing to it before SIGTERM starts the drain.
 PRESTOP_SECONDS = 5
@@ -68,6 +71,11 @@ class KubernetesServer:
     bake_config: bool = False
     namespace: str | None = None
     registry: Registry | None = None
+    #: A `kubernetes.io/tls` Secret mounted at TLS_DIR; the config's `server.tls` points
+    #: at it (tier 1 serves HTTPS; the probes follow).
+    tls_secret: str | None = None
+    #: A Secret whose `api-keys` entry becomes $SHEAF_API_KEYS (docs/security.md).
+    api_keys_secret: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, SheafConfig):
@@ -75,6 +83,16 @@ class KubernetesServer:
         if not 1 <= self.replicas <= self.max_replicas:
             raise ValueError(f"replicas: {self.replicas} must be between 1 and max_replicas "
                              f"({self.max_replicas})")
+        if self.tls_secret:
+            if self.runtime == "ray":
+                raise ValueError("tls_secret: Ray's HTTP proxy serves plain HTTP; terminate "
+                                 "TLS at the Ingress or load balancer in front of it "
+                                 "(docs/security.md)")
+            server = self.config.server
+            if server.tls is None:  # the mounted Secret's files
+                tls = TLSSettings(certfile=f"{TLS_DIR}/tls.crt", keyfile=f"{TLS_DIR}/tls.key")
+                self.config = self.config.model_copy(update={
+                    "server": server.model_copy(update={"tls": tls})})
 
     @property
     def sheaf_config(self) -> SheafConfig:
@@ -125,13 +143,13 @@ class KubernetesServer:
     def _deployment(self) -> dict[str, Any]:
         settings = self.sheaf_config.server
         port = settings.port
-        http = {"path": "", "port": "http"}
+        http = {"path": "", "port": "http", **({"scheme": "HTTPS"} if settings.tls else {})}
         container: dict[str, Any] = {
             "name": "sheaf",
             "image": self.image,
             "args": ["serve", "--host", "0.0.0.0", "--port", str(port),
                      *(["--runtime", "ray"] if self.runtime == "ray" else [])],
-            "env": [{"name": "SHEAF_CONFIG", "value": CONFIG_PATH}],
+            "env": [{"name": "SHEAF_CONFIG", "value": CONFIG_PATH}, *self._secret_env()],
             "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
             "resources": self._resources(),
             "startupProbe": {"httpGet": {**http, "path": "/ready"}, "periodSeconds": 10,
@@ -149,6 +167,9 @@ class KubernetesServer:
         if not self.bake_config:
             volumes.append({"name": "config", "configMap": {"name": f"{self.name}-config"}})
             mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
+        if self.tls_secret:
+            volumes.append({"name": "tls", "secret": {"secretName": self.tls_secret}})
+            mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
         if self.runtime == "ray":  # Ray's object store lives in shared memory
             volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
             mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
@@ -165,6 +186,7 @@ class KubernetesServer:
             pod["volumes"] = volumes
         annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
                        "prometheus.io/path": "/metrics",
+                       **({"prometheus.io/scheme": "https"} if settings.tls else {}),
                        "sheaf.dev/config-sha256": hashlib.sha256(
                            self.config_yaml().encode()).hexdigest()}
         return {
@@ -179,6 +201,16 @@ class KubernetesServer:
                              "spec": pod},
             },
         }
+
+    def _secret_env(self) -> list[dict[str, Any]]:
+        """Environment from Secrets (never their values: the cluster holds those)."""
+        env: list[dict[str, Any]] = []
+        if self.api_keys_secret:
+            env.append({"name": "SHEAF_API_KEYS", "valueFrom": {"secretKeyRef": {
+                "name": self.api_keys_secret, "key": API_KEYS_ENTRY}}})
+        if self.sheaf_config.server.tls is not None:
+            env.append({"name": "SHEAF_HEALTHCHECK_TLS", "value": "1"})
+        return env
 
     def _resources(self) -> dict[str, Any]:
         """Requests add up the models' needs (one process holds them all); memory and GPUs

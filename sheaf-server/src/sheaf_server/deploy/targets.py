@@ -44,6 +44,9 @@ class BuildOptions:
     gpu_image: str | None = None
     #: Wheels to copy into an image's build context (packages not on the index).
     wheels: Path | None = None
+    #: kubernetes: a TLS Secret to serve HTTPS with; a Secret holding the API keys.
+    tls_secret: str | None = None
+    api_keys_secret: str | None = None
 
 
 @dataclass
@@ -146,7 +149,8 @@ def _kubernetes(config: SheafConfig, options: BuildOptions,
                               runtime=options.runtime, replicas=options.replicas,
                               max_replicas=options.max_replicas,
                               hpa_metric=options.hpa_metric, bake_config=options.bake_config,
-                              registry=registry)
+                              registry=registry, tls_secret=options.tls_secret,
+                              api_keys_secret=options.api_keys_secret)
     steps = []
     if options.image == DEFAULT_IMAGE:
         steps.append("build the image first: sheaf-server build CONFIG --target docker -o "

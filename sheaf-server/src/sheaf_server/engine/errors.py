@@ -9,6 +9,7 @@ drift apart between tier 1, Ray, streams and batch jobs.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -22,20 +23,55 @@ from sheaf_core.errors import (
 )
 
 __all__ = [
-    "STATUS", "BackendFailed", "BodyTimeout", "ClientGone", "DeadlineExceeded", "EngineError",
-    "FeatureEntityNotFound", "FeatureStoreUnavailable", "FieldProblem", "InvalidRequest",
-    "ModelFailed", "ModelNotFound", "ModelNotReady", "NotAcceptable", "Overloaded",
-    "PayloadTooLarge", "PayloadUnavailable", "RequestError", "ShuttingDown",
-    "UnsupportedPayload", "status_of",
+    "STATUS",
+    "BackendFailed",
+    "BodyTimeout",
+    "ClientGone",
+    "DeadlineExceeded",
+    "EngineError",
+    "FeatureEntityNotFound",
+    "FeatureStoreUnavailable",
+    "FieldProblem",
+    "Forbidden",
+    "InvalidRequest",
+    "ModelFailed",
+    "ModelNotFound",
+    "ModelNotReady",
+    "NotAcceptable",
+    "Overloaded",
+    "PayloadTooLarge",
+    "PayloadUnavailable",
+    "RateLimited",
+    "RequestError",
+    "ShuttingDown",
+    "Unauthorized",
+    "UnsupportedPayload",
+    "status_of",
 ]
 
 
 class EngineError(RequestError):
-    """An outcome only a server meets; `code` names it (its status: `STATUS`)."""
+    """An outcome only a server meets; `code` names it (its status: `STATUS`). `headers`:
+    what its HTTP answer carries besides Retry-After (e.g. WWW-Authenticate)."""
+
+    headers: dict[str, str] = {}
 
 
 class ModelNotFound(EngineError):
     code = "model_not_found"
+
+
+class Unauthorized(EngineError):
+    """No API key, or one the server does not know (401 with WWW-Authenticate)."""
+
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="sheaf"'}
+
+
+class Forbidden(EngineError):
+    """A valid API key whose scopes do not cover what it asked for."""
+
+    code = "forbidden"
 
 
 class FeatureEntityNotFound(EngineError):
@@ -91,6 +127,19 @@ class BackendFailed(EngineError):
     code = "backend_error"
 
 
+class RateLimited(EngineError):
+    """Over a rate limit (`server.rate_limits`): retry after `retry_after` seconds; the
+    `RateLimit-*` headers say which limit and when it resets."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float, limit: int,
+                 remaining: int = 0) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.headers = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(remaining),
+                        "RateLimit-Reset": str(max(1, math.ceil(retry_after)))}
+
+
 class ClientGone(EngineError):
     """The client disconnected before its answer was ready (nginx's 499)."""
 
@@ -104,6 +153,9 @@ STATUS: dict[str, int] = {
     ModelNotFound.code: 404,
     FeatureEntityNotFound.code: 404,
     BodyTimeout.code: 408,
+    Unauthorized.code: 401,
+    Forbidden.code: 403,
+    RateLimited.code: 429,
     PayloadTooLarge.code: 413,
     UnsupportedPayload.code: 415,
     NotAcceptable.code: 406,
