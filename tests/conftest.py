@@ -63,7 +63,7 @@ SLOW_TESTS = ("tests/packaging/test_wheels.py", "tests/server/test_fuzz.py",
 #: through the CLI.
 RAY_FIXTURES = {"ray_cluster", "ray_session", "ray_env"}
 RAY_NAMES = ("on_ray", "ray_host", "ray_alone", "both_hosts")
-RAY_TESTS = ("tests/server/test_ray_logs.py",)
+RAY_TESTS = ("tests/server/test_ray_logs.py", "tests/server/test_ray_faults.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
