@@ -70,6 +70,8 @@ def test_keys_decide_who_calls_what_on_both_hosts(host: Host, tmp_path: Path) ->
         assert client.get("/metrics", headers=bearer(ADMIN_KEY)).status_code == 200
         for probe in ("/health", "/ready", "/a/ready", "/b/health"):
             assert client.get(probe).status_code == 200, probe
+        document = client.get("/openapi.json", headers=bearer(A_KEY)).json()
+        assert set(document["components"]["securitySchemes"]) == {"bearer", "apiKey"}
 
 
 def test_keys_from_the_environment_and_from_a_hashed_file(
@@ -127,13 +129,19 @@ def test_required_auth_without_keys_refuses_to_start(monkeypatch: pytest.MonkeyP
         ModelServer(config, port=0)
 
 
-def test_a_planted_key_shows_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_planted_secrets_show_nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    """An API key, storage credentials and an exporter's headers, planted: none is in the
+    log (access log on, debug level), the listing, the OpenAPI document, the metrics, an
+    error body or a header."""
     planted = "planted-secret-0c4f9e1a7b"
     monkeypatch.setenv("SHEAF_API_KEYS", f"{planted}:*|admin")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", f"authorization=Bearer {planted}")
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []
-    config = SheafConfig(models=models(), server=ServerSettings(access_log=True))
+    config = SheafConfig(models=models(), server=ServerSettings(
+        access_log=True, payloads={"allowed_uri_prefixes": ["s3://bucket/"],
+                                   "storage_options": {"key": "AKIA", "secret": planted}}))
     with ModelServer(config, port=0, log_level="debug") as server, \
             httpx.Client(base_url=server.url or "", headers=bearer(planted)) as client:
         wait_until_ready(client)

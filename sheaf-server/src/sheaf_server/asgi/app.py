@@ -100,6 +100,7 @@ def create_app(engine: ServingEngine) -> FastAPI:
                   description="Typed inference endpoints for non-text foundation models.")
     app.state.engine = engine
     app.state.admission = admission(engine.settings)
+    app.state.api_keys = keys is not None  # the OpenAPI document then names the schemes
     hot_paths: dict[str, Handler] = {
         f"/{name}/predict": partial(_predict, engine=engine, runtime=runtime)
         for name, runtime in engine.models.items()}

@@ -69,5 +69,11 @@ def build_openapi(app: FastAPI, models: list[type[BaseModel]]) -> dict[str, Any]
         for name, definition in body.pop("$defs", {}).items():
             components.setdefault(name, definition)
         components[cls.__name__] = body
+    if getattr(app.state, "api_keys", False):  # server.auth: say how to send a key
+        schema["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "An API key (SHEAF_API_KEYS, docs/security.md)"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+        schema["security"] = [{"bearer": []}, {"apiKey": []}]
     app.openapi_schema = schema
     return schema
