@@ -29,7 +29,7 @@ from sheaf_core.pipeline_spec import PipelineSpec, plan_pipeline
 from sheaf_core.registry import registry_with
 from sheaf_core.spec import ModelSpec
 from sheaf_server.asgi.app import create_app
-from sheaf_server.engine import Engine, ModelRuntime, ModelState, ServedModel, request_path, tracing
+from sheaf_server.engine import Engine, ModelRuntime, ModelState, ServedModel
 from sheaf_server.engine.call import Call
 from sheaf_server.engine.pipeline import PipelineRuntime
 from sheaf_server.ray import transport
@@ -122,11 +122,7 @@ class ModelReplica(ServedReplica):
 
     async def respond(self, call: Call) -> BaseResponse | RequestError:
         """A pipeline's model node: a typed call, the typed response (or its error) back."""
-        try:
-            with tracing.continued(call.trace, "sheaf.replica", {"sheaf.model": call.model}):
-                return await request_path.respond(self.runtime, call)
-        except RequestError as exc:
-            return exc
+        return await transport.answer_typed(self.runtime, call)
 
     async def describe(self) -> dict[str, Any]:
         info = await self.runtime.describe()

@@ -234,11 +234,24 @@ async def answer_each(runtime: Any, calls: Sequence[Call]) -> list[Outcome]:
 
 
 async def answer(runtime: Any, call: Call) -> Outcome:
-    """Replica side of `handle`: the request path, under the caller's trace; its error as a
+    """Replica side of `handle`: the request path's `predict`, as a value."""
+    outcome: Outcome = await _as_value(runtime.name, call, runtime.handle(call))
+    return outcome
+
+
+async def answer_typed(runtime: ModelRuntime, call: Call) -> BaseResponse | RequestError:
+    """Replica side of `respond` (a pipeline's model node): the typed response, as a
     value."""
+    outcome: BaseResponse | RequestError = await _as_value(
+        runtime.name, call, request_path.respond(runtime, call))
+    return outcome
+
+
+async def _as_value(name: str, call: Call, work: Awaitable[Any]) -> Any:
+    """`work` under the caller's trace; a `RequestError` returned, not raised, so that it
+    crosses the process boundary intact."""
     try:
-        with tracing.continued(call.trace, "sheaf.replica", {"sheaf.model": runtime.name}):
-            result: Answer = await runtime.handle(call)
-            return result
+        with tracing.continued(call.trace, "sheaf.replica", {"sheaf.model": name}):
+            return await work
     except RequestError as exc:
         return exc
