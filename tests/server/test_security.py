@@ -251,3 +251,17 @@ def test_mutual_tls_requires_a_client_certificate_from_the_ca(
 def test_client_auth_without_a_ca_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="ca_certs"):
         ServerSettings(tls={"certfile": "c", "keyfile": "k", "client_auth": "required"})
+
+
+def test_the_healthcheck_sends_its_key_to_a_protected_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sheaf_server import healthcheck
+
+    monkeypatch.setenv("SHEAF_API_KEYS", f"{A_KEY}:a")
+    config = SheafConfig(models=models(), server=ServerSettings(auth={"open_paths": []}))
+    with ModelServer(config, port=0, log_level="warning") as server:
+        monkeypatch.setenv("PORT", (server.url or "").rsplit(":", 1)[1])
+        monkeypatch.delenv("SHEAF_API_KEY", raising=False)
+        assert healthcheck.main(["/health"]) == 1  # 401: every path protected
+        monkeypatch.setenv("SHEAF_API_KEY", A_KEY)
+        assert healthcheck.main(["/health"]) == 0
