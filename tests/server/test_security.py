@@ -265,3 +265,21 @@ def test_the_healthcheck_sends_its_key_to_a_protected_path(
         assert healthcheck.main(["/health"]) == 1  # 401: every path protected
         monkeypatch.setenv("SHEAF_API_KEY", A_KEY)
         assert healthcheck.main(["/health"]) == 0
+
+
+def test_a_key_scoped_to_a_pipeline_calls_it_without_scopes_on_its_models(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sheaf_core import PipelineSpec
+
+    monkeypatch.setenv("SHEAF_API_KEYS", f"{A_KEY}:both")
+    both = PipelineSpec.model_validate({"name": "both", "output": "mix", "nodes": {
+        "a": {"model": "a"}, "b": {"model": "b"},
+        "mix": {"combiner": "weighted_ensemble", "inputs": ["a", "b"]}}})
+    config = SheafConfig(models=models(), pipelines=[both])
+    with ModelServer(config, port=0, log_level="warning") as server, \
+            httpx.Client(base_url=server.url or "", headers=bearer(A_KEY)) as client:
+        wait_until_ready(client)
+        answered = client.post("/both/predict", json=BODY)
+        assert answered.status_code == 200 and answered.json()["model_name"] == "both"
+        assert client.post("/a/predict", json=BODY).status_code == 403
+        assert [m["name"] for m in client.get("/models").json()["models"]] == ["both"]
