@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis_support import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +34,18 @@ def s3() -> Iterator[dict]:
         yield options
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real Redis on 127.0.0.1 for this test (AOF on, fsync always), stopped after."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory).start()
+    try:
+        yield server
+    finally:
+        server.stop(kill=True)
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from server_support import ScriptedPlugin
 
 from sheaf_core import ModelSpec, PipelineSpec
 from sheaf_server import ModelServer, testing
-from sheaf_server.settings import ServerSettings, SheafConfig
+from sheaf_server.settings import JobSettings, ServerSettings, SheafConfig
 
 Flag = Callable[[str], str]
 
@@ -36,10 +36,10 @@ class Host:
 
     @contextmanager
     def serve(self, *specs: ModelSpec, wait_ready: bool = True,
-              pipelines: Sequence[PipelineSpec] = (),
+              pipelines: Sequence[PipelineSpec] = (), jobs: JobSettings | None = None,
               **settings: object) -> Iterator[httpx.Client]:
         config = SheafConfig(models=list(specs), pipelines=list(pipelines),
-                             server=ServerSettings(**settings))
+                             server=ServerSettings(**settings), jobs=jobs)
         if self.name == "asgi":
             server = ModelServer(config, port=0, plugins=[ScriptedPlugin()],
                                  log_level="warning")

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,16 @@ class SheafHTTPError(SheafError):
         return cls(body.get("status", status), body.get("error", f"http_{status}"),
                    body.get("message", ""), body.get("request_id") or
                    headers.get("x-request-id"), problems, _retry_after(headers))
+
+
+class JobFailed(SheafError):
+    """A job ended without a result: failed (its `error` says why) or cancelled."""
+
+    def __init__(self, job: Mapping[str, Any]) -> None:
+        self.job = dict(job)
+        error = job.get("error") or {}
+        why = error.get("message") or job["status"]
+        super().__init__(f"job {job['job_id']} {job['status']}: {why}")
 
 
 @dataclass(frozen=True)
@@ -245,6 +256,79 @@ class SheafClient:
     def _model_type(self, model: str, request: Request) -> str:
         known = self._wire.known_type(request) or self._wire.model_types.get(model)
         return known or self._wire.learn_type(model, self.http.get(f"/models/{model}"))
+
+    # -- asynchronous jobs (a server with a `jobs:` section; docs/jobs.md) ---------------
+
+    def submit(self, model: str, request: Request, *, request_id: str | None = None,
+               idempotency_key: str | None = None, callback_url: str | None = None) -> str:
+        """Queue `request` as a job; its id. Retried like `predict` — safely: every try
+        carries one Idempotency-Key (yours, or one made here), so a submit whose answer
+        was lost is not queued twice."""
+        content, headers, _ = self._wire.call(request, self._model_type(model, request),
+                                              request_id)
+        headers["idempotency-key"] = idempotency_key or uuid.uuid4().hex
+        params = {"callback_url": callback_url} if callback_url else None
+        for attempt in self._wire.attempts():
+            with attempt:
+                reply = self.http.post(f"/{model}/jobs", content=content, headers=headers,
+                                       params=params)
+                if reply.status_code != 202:
+                    raise SheafHTTPError.from_reply(reply.status_code, reply.headers,
+                                                    reply.content)
+                job_id: str = reply.json()["job_id"]
+                return job_id
+        raise AssertionError("unreachable: stamina raises the last error")
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """GET /jobs/{id}: status, timestamps, attempts, progress, result or error."""
+        return self._json("GET", f"/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a queued job ("cancelled") or stop a running streamed one
+        ("cancelling"); a `SheafHTTPError` 409 for a finished job."""
+        status: str = self._json("DELETE", f"/jobs/{job_id}")["status"]
+        return status
+
+    def jobs(self, *, model: str | None = None, status: str | None = None,
+             limit: int = 50) -> list[dict[str, Any]]:
+        """GET /jobs: recent jobs, newest first."""
+        params = {k: v for k, v in (("model", model), ("status", status),
+                                    ("limit", limit)) if v is not None}
+        jobs: list[dict[str, Any]] = self._json("GET", "/jobs", params=params)["jobs"]
+        return jobs
+
+    def wait(self, job_id: str, *, timeout_s: float = 3600.0,
+             poll_s: float = 0.5) -> BaseResponse:
+        """Poll until the job finishes: its typed response, or `JobFailed` carrying the
+        job's error (failed or cancelled); TimeoutError after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if job["status"] == "succeeded":
+                model_type = self._model_type(job["model"], {})
+                response_type = (self._wire.registry or default_registry()).contract(
+                    model_type).response
+                if "result" in job:
+                    return response_type.model_validate(job["result"])
+                reply = self.http.get(f"/jobs/{job_id}/result")
+                return self._wire.answer(reply, response_type)
+            if job["status"] in ("failed", "cancelled"):
+                raise JobFailed(job)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} is still {job['status']} after "
+                                   f"{timeout_s} s")
+            time.sleep(poll_s)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        for attempt in self._wire.attempts():
+            with attempt:
+                reply = self.http.request(method, path, **kwargs)
+                if not 200 <= reply.status_code < 300:
+                    raise SheafHTTPError.from_reply(reply.status_code, reply.headers,
+                                                    reply.content)
+                body: dict[str, Any] = reply.json()
+                return body
+        raise AssertionError("unreachable: stamina raises the last error")
 
     def models(self) -> list[dict[str, Any]]:
         """GET /models: each served model with its state, batching and schemas."""

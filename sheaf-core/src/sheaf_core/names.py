@@ -4,7 +4,7 @@ from __future__ import annotations
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 RESERVED_NAMES = {"health", "ready", "models", "metrics", "docs", "redoc", "openapi.json",
-                  "invocations", "ping", "execution-parameters"}
+                  "invocations", "ping", "execution-parameters", "jobs"}
 
 
 def check_not_reserved(name: str) -> None:

@@ -99,6 +99,43 @@ def _parser() -> argparse.ArgumentParser:
                        choices=("critical", "error", "warning", "info", "debug"))
     serve.set_defaults(run=_serve)
 
+    worker = commands.add_parser("worker", help="run the queued jobs of the config's models "
+                                 "(its jobs: section; needs sheaf-server[jobs] and Redis)")
+    worker.add_argument("config", nargs="?", help="sheaf.yaml with a jobs: section "
+                        "(default: $SHEAF_CONFIG)")
+    worker.add_argument("--log-level", default="info", type=str.lower,
+                        choices=("critical", "error", "warning", "info", "debug"))
+    worker.set_defaults(run=_worker)
+
+    jobs = commands.add_parser("jobs", help="submit, inspect, cancel and list jobs on a "
+                               "server (needs sheaf-core[client])")
+    jobs.add_argument("--url", default=os.environ.get("SHEAF_URL", "http://127.0.0.1:8000"),
+                      help="the server (default: $SHEAF_URL, else http://127.0.0.1:8000)")
+    jobs.add_argument("--api-key", help="API key (default: $SHEAF_API_KEY)")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    submit = actions.add_parser("submit", help="queue a request; prints the job id")
+    submit.add_argument("model")
+    submit.add_argument("body", help="a JSON request file, or - for stdin")
+    submit.add_argument("--idempotency-key", help="a retried submit with the same key "
+                        "answers the first job")
+    submit.add_argument("--callback-url", help="POST the finished job here (the server "
+                        "must allow it: jobs.callbacks_allowed_prefixes)")
+    submit.add_argument("--wait", action="store_true", help="wait for the job and print "
+                        "its result")
+    submit.add_argument("--timeout", type=float, default=3600.0,
+                        help="with --wait: seconds (default 3600)")
+    status = actions.add_parser("status", help="a job's status (and result once done)")
+    status.add_argument("job_id")
+    cancel = actions.add_parser("cancel", help="cancel a queued job (or stop a running "
+                                "streamed one)")
+    cancel.add_argument("job_id")
+    listing = actions.add_parser("list", help="recent jobs, newest first")
+    listing.add_argument("--model")
+    listing.add_argument("--status", choices=("queued", "running", "succeeded", "failed",
+                                              "cancelled"))
+    listing.add_argument("--limit", type=int, default=50)
+    jobs.set_defaults(run=_jobs)
+
     plugins = commands.add_parser("plugins", help="list discovered plugins, backends and "
                                   "model types, and plugins that failed to load")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -219,6 +256,53 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return code
+
+
+def _worker(args: argparse.Namespace) -> int:
+    """Run jobs until SIGTERM/SIGINT (then finish or give back what runs, exit 0)."""
+    from sheaf_server.jobs.worker import run_worker
+
+    path = _config_path(args.config)
+    if path is None:
+        raise ConfigError("sheaf-server worker needs a config with a jobs: section "
+                          "(argument or $SHEAF_CONFIG)")
+    config = load_config(path)
+    configure_logging(args.log_level, config.server.log_format)
+    silence_progress_bars()
+    configure_tracing()
+    check_config(config, local_files=True, source=path)
+    return run_worker(config)
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """`sheaf-server jobs submit|status|cancel|list` against a server's job routes."""
+    from sheaf_core.client import SheafClient, SheafHTTPError
+
+    with SheafClient(args.url, api_key=args.api_key) as client:
+        try:
+            if args.action == "submit":
+                text = sys.stdin.read() if args.body == "-" else Path(args.body).read_text()
+                job_id = client.submit(args.model, json.loads(text),
+                                       idempotency_key=args.idempotency_key,
+                                       callback_url=args.callback_url)
+                if not args.wait:
+                    print(job_id)
+                    return 0
+                response = client.wait(job_id, timeout_s=args.timeout)
+                print(response.model_dump_json(indent=2))
+            elif args.action == "status":
+                print(json.dumps(client.job(args.job_id), indent=2))
+            elif args.action == "cancel":
+                print(client.cancel(args.job_id))
+            else:
+                jobs = client.jobs(model=args.model, status=args.status, limit=args.limit)
+                for job in jobs:
+                    print(f"{job['job_id']}  {job['model']:<20} {job['status']:<10} "
+                          f"{job['created_at']}")
+        except SheafHTTPError as exc:
+            print(f"sheaf-server jobs: {exc}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def _sagemaker_environment(config: SheafConfig) -> SheafConfig:

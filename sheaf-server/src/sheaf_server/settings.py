@@ -266,6 +266,90 @@ class ServerSettings(_Strict):
     ray: RayServeSettings = Field(default_factory=RayServeSettings)
 
 
+class JobAutoscaling(_Strict):
+    """How `sheaf-server build --target kubernetes` scales the job workers with KEDA (a
+    `redis-streams` trigger per model stream)."""
+
+    min_replicas: int = Field(default=0, ge=0, description="0 scales the workers to zero "
+                              "when no job waits (KEDA wakes them on the next one).")
+    max_replicas: int = Field(default=10, ge=1)
+    cooldown_s: int = Field(default=300, ge=0, description="Seconds with no job waiting "
+                            "before KEDA scales down to min_replicas.")
+    polling_interval_s: int = Field(default=15, ge=1, description="How often KEDA reads "
+                                    "the streams.")
+    lag_per_replica: int = Field(default=10, ge=1, description="Jobs not yet read by any "
+                                 "worker per replica (the consumer group's lag; Redis 7+).")
+    pending_per_replica: int = Field(default=5, ge=1, description="Jobs read and running, "
+                                     "not yet finished, per replica.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> JobAutoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is over max_replicas "
+                             f"({self.max_replicas})")
+        return self
+
+
+class JobRetention(_Strict):
+    """How much finished history Redis keeps: the dead-letter stream and the index of
+    recent jobs (`GET /jobs`) are trimmed to these. The job stream itself holds only jobs
+    not yet finished (an entry is deleted when its job is acknowledged), so its length is
+    the queue, bounded by `jobs.max_queued`."""
+
+    max_len: int = Field(default=100_000, ge=1)
+    max_age_s: float = Field(default=7 * 86400, gt=0)
+
+
+class JobSettings(_Strict):
+    """Asynchronous jobs (`jobs:` in sheaf.yaml; docs/jobs.md): `POST /{name}/jobs` queues a
+    request on a Redis stream, `sheaf-server worker` runs it through the request path."""
+
+    redis_url: str | None = Field(default=None, description="redis:// or rediss:// URL "
+                                  "(default: $SHEAF_REDIS_URL, else redis://127.0.0.1:6379/0; "
+                                  "put a password in the variable, not in this file).")
+    prefix: str = Field(default="sheaf", pattern=r"^[A-Za-z0-9_.-]+$", description="Key "
+                        "prefix: deployments sharing a Redis keep apart by it.")
+    models: list[str] | None = Field(default=None, description="The models and pipelines "
+                                     "`sheaf-server worker` runs jobs for (default: all).")
+    concurrency: int = Field(default=32, ge=1, le=4096, description="Jobs one worker runs "
+                             "at once; jobs for one model batch together up to the model's "
+                             "max_batch_size.")
+    visibility_timeout_s: float = Field(default=300.0, ge=1, description="A job read by a "
+                                        "worker that stops answering (killed, partitioned) "
+                                        "is reclaimed by another after this long. A live "
+                                        "worker renews its jobs well before.")
+    max_attempts: int = Field(default=3, ge=1, le=100, description="Runs of a job before "
+                              "it goes to the dead-letter stream, status failed.")
+    retry_backoff_s: float = Field(default=1.0, ge=0, description="Wait before the second "
+                                   "attempt; doubled each attempt, at most 60 s.")
+    job_timeout_s: float | None = Field(default=None, gt=0, description="Deadline of one "
+                                        "run (default: the model's timeout_s).")
+    result_ttl_s: float = Field(default=86400.0, gt=0, description="A finished job (its "
+                                "status and result) is kept this long.")
+    max_queued: int = Field(default=10_000, ge=1, description="Jobs of one model waiting or "
+                            "running; a submit over it is answered 503 with Retry-After.")
+    inline_result_max_bytes: int = Field(default=1 << 20, ge=0, description="Results larger "
+                                         "than this are written under results_uri and the "
+                                         "status gives their URL.")
+    results_uri: str | None = Field(default=None, description="Directory or s3:// prefix "
+                                    "for large results (default: every result inline).")
+    stream_progress: bool = Field(default=True, description="Run jobs of models whose "
+                                  "backend streams through its stream: progress in the "
+                                  "status, cancel at the next step. false: through predict, "
+                                  "so such jobs batch together.")
+    callbacks_allowed_prefixes: list[str] = Field(default_factory=list, description="URL "
+                                                  "prefixes a submit's callback_url may "
+                                                  "start with; empty: callbacks refused.")
+    callbacks_allow_private: bool = Field(default=False, description="Allow callbacks to "
+                                          "loopback, private and link-local addresses.")
+    callback_attempts: int = Field(default=5, ge=1, le=20)
+    drain_timeout_s: float = Field(default=30.0, ge=0, description="On SIGTERM, how long a "
+                                   "worker finishes running jobs before it returns the "
+                                   "rest to the queue.")
+    retention: JobRetention = Field(default_factory=JobRetention)
+    autoscaling: JobAutoscaling = Field(default_factory=JobAutoscaling)
+
+
 class SheafConfig(_Strict):
     """A whole sheaf.yaml: the models, the pipelines over them, the server settings."""
 
@@ -273,6 +357,8 @@ class SheafConfig(_Strict):
     pipelines: list[PipelineSpec] = Field(
         default_factory=list, description="DAGs over the models, each with its own route.")
     server: ServerSettings = Field(default_factory=ServerSettings)
+    jobs: JobSettings | None = Field(default=None, description="Asynchronous jobs on Redis "
+                                     "(docs/jobs.md); absent: no job routes.")
 
     @field_validator("models", mode="before")
     @classmethod
@@ -295,6 +381,10 @@ class SheafConfig(_Strict):
         if default is not None and default not in seen:
             raise ValueError(f"server.default_model {default!r} is not one of the models: "
                              f"{', '.join(sorted(seen))}")
+        unknown = [n for n in (self.jobs.models or []) if n not in seen] if self.jobs else []
+        if unknown:
+            raise ValueError(f"jobs.models names {', '.join(map(repr, unknown))}, not a "
+                             f"model or pipeline of this config: {', '.join(sorted(seen))}")
         return self
 
 

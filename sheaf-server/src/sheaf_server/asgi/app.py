@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -56,7 +56,7 @@ from sheaf_server.engine.served import StreamingModel
 from sheaf_server.engine.state import ModelState
 from sheaf_server.security.middleware import Admission
 from sheaf_server.security.setup import add_authentication, add_cors, admission, server_keys
-from sheaf_server.settings import ServerSettings, SheafConfig
+from sheaf_server.settings import JobSettings, ServerSettings, SheafConfig
 
 log = logging.getLogger("sheaf.server")
 T = TypeVar("T")
@@ -75,17 +75,22 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     `plugins` adds in-process plugin objects to those discovered from entry points.
     """
     pipelines: list[PipelineSpec] = []
+    jobs: JobSettings | None = None
     if isinstance(specs, SheafConfig):
         settings = settings or specs.server
         pipelines = list(specs.pipelines)
+        jobs = specs.jobs
         specs = specs.models
-    return create_app(Engine(specs, settings, registry, plugins, pipelines=pipelines))
+    return create_app(Engine(specs, settings, registry, plugins, pipelines=pipelines),
+                      jobs=jobs)
 
 
-def create_app(engine: ServingEngine) -> FastAPI:
+def create_app(engine: ServingEngine, *, jobs: JobSettings | None = None) -> FastAPI:
     """The app around an already built engine: a local `Engine`, or the Ray ingress's
     engine whose models live in other replicas. Routes see only the `ServingEngine`
-    protocol, so both hosts answer alike."""
+    protocol, so both hosts answer alike. `jobs` (a config's `jobs:`) adds the job routes
+    (`sheaf_server.jobs.routes`)."""
+    closing: list[Callable[[], Awaitable[None]]] = []
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -94,6 +99,8 @@ def create_app(engine: ServingEngine) -> FastAPI:
             yield
         finally:
             await engine.stop()
+            for close in closing:
+                await close()
 
     keys = server_keys(engine.settings, list(engine.models))  # ConfigError before serving
     app = FastAPI(title="Sheaf", version=__version__, lifespan=lifespan,
@@ -117,6 +124,11 @@ def create_app(engine: ServingEngine) -> FastAPI:
     _add_server_routes(app, engine)
     for runtime in engine.models.values():
         _add_model_routes(app, engine, runtime)
+    if jobs is not None:
+        from sheaf_server.jobs.routes import add_job_routes  # needs sheaf-server[jobs]
+
+        closing.append(add_job_routes(app, engine, jobs, _call).close)
+    app.state.jobs = jobs is not None
     _add_unknown_model_routes(app, engine)
     models = list({m: None for r in engine.models.values() for m in body_models(r.contract)})
     app.openapi = partial(build_openapi, app, models)  # type: ignore[method-assign]
@@ -248,7 +260,8 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
     @app.get("/models", tags=["server"], summary="Served models with their JSON schemas "
              "(with API keys: those the key may call; every one for an admin key)")
     async def models(request: Request) -> dict[str, Any]:
-        return {"models": [await _listing(runtime) for name, runtime in engine.models.items()
+        return {"models": [await _listing(runtime, request.app.state.jobs)
+                           for name, runtime in engine.models.items()
                            if Admission.visible(request.scope, name)]}
 
     @app.get("/models/{name}", tags=["server"], summary="One served model")
@@ -256,7 +269,7 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
         runtime = engine.model(name)
         if not Admission.visible(request.scope, name):
             raise Forbidden(f"this API key may not call {name!r}")
-        return await _listing(runtime)
+        return await _listing(runtime, request.app.state.jobs)
 
     @app.get("/metrics", tags=["server"], summary="Prometheus metrics of every model "
              "(requests, latency, queue wait and depth, batch sizes, load time, cache)")
@@ -347,18 +360,23 @@ def _add_unknown_model_routes(app: FastAPI, engine: ServingEngine) -> None:
 
     async def unknown(request: Request, name: str) -> Response:
         runtime = engine.model(name)  # raises ModelNotFound listing the served models
-        routes = ", ".join(model_paths(name, streams=isinstance(runtime, StreamingModel)))
-        raise ModelNotFound(f"model {name!r} has no route {request.url.path!r}; it serves "
-                            f"{routes}")
+        routes = ", ".join(model_paths(name, streams=isinstance(runtime, StreamingModel),
+                                       jobs=request.app.state.jobs))
+        why = ""
+        if request.url.path.endswith("/jobs") and not request.app.state.jobs:
+            why = " (this server queues no jobs: add a `jobs:` section to its config)"
+        raise ModelNotFound(f"model {name!r} has no route {request.url.path!r}{why}; it "
+                            f"serves {routes}")
 
     for route, method in MODEL_ROUTES.items():
         app.add_api_route(f"/{{name}}/{route}", unknown, methods=[method],
                           include_in_schema=False)
 
 
-async def _listing(runtime: ServedModel) -> dict[str, Any]:
+async def _listing(runtime: ServedModel, jobs: bool) -> dict[str, Any]:
     info = await runtime.describe()
-    info["routes"] = model_paths(runtime.name, streams=isinstance(runtime, StreamingModel))
+    info["routes"] = model_paths(runtime.name, streams=isinstance(runtime, StreamingModel),
+                                 jobs=jobs)
     info["request_schema"] = runtime.contract.request.model_json_schema()
     info["response_schema"] = runtime.contract.response.model_json_schema(mode="serialization")
     return info

@@ -36,6 +36,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (404, "Unknown model, or no entity in the feature store for the request's "
               "`features.entity`"),
         (408, "The request body stopped arriving (server.body_timeout_s)"),
+        (409, "A job's state does not allow it (cancelling a finished job)"),
         (413, "Request body over server.max_body_bytes"),
         (415, "A body format (Content-Type) this model does not read; the message lists "
               "those it does"),
@@ -43,7 +44,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         (500, "The backend failed; the request id finds the error in the server log"),
         (502, "Storage named by the request (an input or output URI), or the model's "
               "feature store, could not be read"),
-        (503, "Model not ready, queue full or shutting down; honour Retry-After"),
+        (503, "Model not ready, queue full, job queue unavailable or shutting down; "
+              "honour Retry-After"),
         (429, "Over a rate limit (server.rate_limits); honour Retry-After"),
         (504, "The request deadline passed before an answer"),
     )

@@ -43,7 +43,8 @@ class AsgiHost:
                              pipelines=config.pipelines)
         self.scheme = "https" if settings.tls else "http"
         self.server = uvicorn.Server(uvicorn.Config(
-            create_app(self.engine), host=host, port=port, log_level=log_level.lower(),
+            create_app(self.engine, jobs=config.jobs), host=host, port=port,
+            log_level=log_level.lower(),
             access_log=False, log_config=None,  # sheaf's own access log (asgi/metrics.py)
             timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
             **tls_options(settings.tls)))

@@ -34,6 +34,9 @@ __all__ = [
     "FieldProblem",
     "Forbidden",
     "InvalidRequest",
+    "JobConflict",
+    "JobNotFound",
+    "JobsUnavailable",
     "ModelFailed",
     "ModelNotFound",
     "ModelNotReady",
@@ -140,6 +143,24 @@ class RateLimited(EngineError):
                         "RateLimit-Reset": str(max(1, math.ceil(retry_after)))}
 
 
+class JobNotFound(EngineError):
+    """No job has this id (never had one, or it finished more than result_ttl_s ago)."""
+
+    code = "job_not_found"
+
+
+class JobConflict(EngineError):
+    """The job's state does not allow it (cancelling a finished job)."""
+
+    code = "job_conflict"
+
+
+class JobsUnavailable(EngineError):
+    """The job queue (Redis) cannot be reached, is loading or is full: try again shortly."""
+
+    code = "jobs_unavailable"
+
+
 class ClientGone(EngineError):
     """The client disconnected before its answer was ready (nginx's 499)."""
 
@@ -151,6 +172,9 @@ STATUS: dict[str, int] = {
     RequestError.code: 500,
     BackendFailed.code: 500,
     ModelNotFound.code: 404,
+    JobNotFound.code: 404,
+    JobConflict.code: 409,
+    JobsUnavailable.code: 503,
     FeatureEntityNotFound.code: 404,
     BodyTimeout.code: 408,
     Unauthorized.code: 401,

@@ -84,12 +84,13 @@ class Engine(ModelTable):
         backend = build_backend(spec, self.registry)
         await runtime.swap(spec, backend, self.settings.drain_timeout_s)
 
-    async def stop(self) -> None:
-        """Drain queued and running batches, then release backends."""
+    async def stop(self, drain_timeout_s: float | None = None) -> None:
+        """Drain queued and running batches (for `server.drain_timeout_s`, or
+        `drain_timeout_s`), then release backends."""
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()
-        await asyncio.gather(*(r.batcher.close(self.settings.drain_timeout_s)
-                               for r in self.runtimes.values()))
+        drain = self.settings.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        await asyncio.gather(*(r.batcher.close(drain) for r in self.runtimes.values()))
         for runtime in self.runtimes.values():
             try:
                 runtime.backend.close()

@@ -93,6 +93,9 @@ class PipelineRuntime:
     async def handle(self, call: Call) -> Answer:
         return await request_path.predict(self, call)
 
+    async def validate(self, call: Call) -> Call:
+        return await request_path.validate(self, call)
+
     def encode(self, response: BaseResponse) -> bytes:
         return self._serialize(response)
 

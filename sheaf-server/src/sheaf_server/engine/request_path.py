@@ -12,7 +12,9 @@ Sheaf composes these steps.
 Entries, and who uses them:
 
 - `predict(target, call)` → `Answer`: POST /{name}/predict, /invocations, a Ray model or
-  pipeline replica (`ray.deployments`); later, queued jobs.
+  pipeline replica (`ray.deployments`), and a job's run in `sheaf-server worker`.
+- `validate(target, call)` → the call under its settled id: `accept` alone, for
+  POST /{name}/jobs (a job is checked as /predict checks it before it is queued).
 - `stream(model, call)` → (id, `Stream`): POST /{name}/stream, on either host.
 - `respond(model, call)` → the typed response: a pipeline's model node, in this process or
   in a model replica (typed objects both ways, no JSON between Python ends).
@@ -79,6 +81,13 @@ async def predict(target: Target, call: Call) -> Answer:
     except RequestError as exc:
         stamp_error(exc, settled.request_id)
         raise
+
+
+async def validate(target: Target, call: Call) -> Call:
+    """`accept` without the rest: what /predict would refuse is raised now (a job is
+    queued only once it passes); the call under the id it would be answered with."""
+    _, settled = await accept(target, call)
+    return settled
 
 
 async def stream(model: ModelRuntime, call: Call) -> tuple[str, Stream]:

@@ -191,6 +191,9 @@ class ModelRuntime(ModelBase):
     async def stream(self, call: Call) -> tuple[str, Stream]:
         return await request_path.stream(self, call)
 
+    async def validate(self, call: Call) -> Call:
+        return await request_path.validate(self, call)
+
     def encode(self, response: BaseResponse) -> bytes:
         return self._serialize(response)
 

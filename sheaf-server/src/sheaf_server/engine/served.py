@@ -54,6 +54,12 @@ class ServedModel(Protocol):
         codecs): the encoded response and the id it was answered under."""
         ...
 
+    async def validate(self, call: Call) -> Call:
+        """The checks `handle` starts with (ready, decode, features, limits, the
+        backend's), nothing run: raises what `handle` would refuse the call with; else
+        the call under the id it would be answered with. A job is queued once it passes."""
+        ...
+
     async def describe(self) -> dict[str, Any]: ...
 
 

@@ -24,7 +24,7 @@ from sheaf_server.ray.options import (
     serve_logging,
     with_forwarded_env,
 )
-from sheaf_server.settings import ServerSettings, SheafConfig, parse_config
+from sheaf_server.settings import JobSettings, ServerSettings, SheafConfig, parse_config
 
 
 def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
@@ -38,9 +38,11 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
     before anything is deployed.
     """
     pipelines: list[PipelineSpec] = []
+    jobs: JobSettings | None = None
     if isinstance(specs, SheafConfig):
         settings = settings or specs.server
         pipelines = list(specs.pipelines)
+        jobs = specs.jobs
         specs = specs.models
     specs = list(specs)
     settings = settings or ServerSettings()
@@ -73,7 +75,7 @@ def build_app(specs: Iterable[ModelSpec] | SheafConfig, *,
         **with_forwarded_env(ingress_options(settings.ray)), **log_options,
         user_config={"specs": [spec.model_dump(mode="json") for spec in specs]},
         version=code_version(settings, plugin_names, model_types, pipelines), _internal=True)
-    return ingress.bind(specs, settings, models, plugins, pipelines)
+    return ingress.bind(specs, settings, models, plugins, pipelines, jobs)
 
 
 def code_version(*parts: Any) -> str:

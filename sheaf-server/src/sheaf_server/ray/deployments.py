@@ -35,7 +35,7 @@ from sheaf_server.engine.pipeline import PipelineRuntime
 from sheaf_server.ray import transport
 from sheaf_server.ray.logs import route_to_serve_logs
 from sheaf_server.ray.remote import RemoteEngine
-from sheaf_server.settings import ServedModelSpec, ServerSettings
+from sheaf_server.settings import JobSettings, ServedModelSpec, ServerSettings
 from sheaf_server.telemetry import configure_tracing
 
 log = logging.getLogger("sheaf.ray")
@@ -63,6 +63,10 @@ class ServedReplica:
         """Several calls the ingress coalesced into one: each through the request path,
         concurrently, so they batch together."""
         return await transport.answer_each(self.runtime, calls)
+
+    async def validate(self, call: Call) -> Call | RequestError:
+        """A job's submit: the request path's checks, nothing run."""
+        return await transport.validated(self.runtime, call)
 
 
 class ModelReplica(ServedReplica):
@@ -170,9 +174,11 @@ def spec_fingerprint(spec: ModelSpec) -> str:
 class SheafIngress:
     def __init__(self, specs: Sequence[ModelSpec], settings: ServerSettings,
                  models: Mapping[str, DeploymentHandle], plugins: Sequence[object] = (),
-                 pipelines: Sequence[PipelineSpec] = ()) -> None:
+                 pipelines: Sequence[PipelineSpec] = (), jobs: JobSettings | None = None,
+                 ) -> None:
         set_up_replica_process()  # before the app is built: it adds tracing middleware
         self.engine = RemoteEngine(specs, models, settings, plugins, pipelines=pipelines)
+        self.jobs = jobs
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """The current specs (deadline, batching shown in GET /models/NAME) after an update;
@@ -184,4 +190,4 @@ class SheafIngress:
                 model.respec(spec)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_app(self.engine)
+        return create_app(self.engine, jobs=self.jobs)

@@ -81,6 +81,16 @@ class RemoteDeployment(ModelBase):
             raise result
         return result
 
+    async def validate(self, call: Call) -> Call:
+        """A job's checks, run by a replica (a body's `request_id` wins, as for
+        `handle`)."""
+        try:
+            self.ensure_ready()
+            return await transport.validate(self.deployment, replace(call, id_generated=True),
+                                            call.budget_s or self.timeout_s)
+        except RequestError as exc:
+            raise request_path.stamp_error(exc, call.request_id) from None
+
     async def describe(self) -> dict[str, Any]:
         """One replica's own description (its batch stats), plus the deployment options."""
         info: dict[str, Any] | None = None

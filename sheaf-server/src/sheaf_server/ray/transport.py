@@ -94,6 +94,17 @@ async def respond(handle: DeploymentHandle, call: Call) -> BaseResponse:
     return result
 
 
+async def validate(handle: DeploymentHandle, call: Call, budget: float) -> Call:
+    """`validate(call)` on a replica: the request path's checks there (the model's limits
+    and its backend's checks live with the model); the call under its settled id back."""
+    outcome: Call | RequestError = await guarded(
+        call.model, budget, f"request id {call.request_id}",
+        handle.validate.remote(call.leaving(budget)))
+    if isinstance(outcome, RequestError):
+        raise outcome
+    return outcome
+
+
 @dataclass(eq=False, slots=True)
 class _Pending:
     call: Call
@@ -236,6 +247,12 @@ async def answer_each(runtime: Any, calls: Sequence[Call]) -> list[Outcome]:
 async def answer(runtime: Any, call: Call) -> Outcome:
     """Replica side of `handle`: the request path's `predict`, as a value."""
     outcome: Outcome = await _as_value(runtime.name, call, runtime.handle(call))
+    return outcome
+
+
+async def validated(runtime: Any, call: Call) -> Call | RequestError:
+    """Replica side of `validate`: the settled call, or the refusal, as a value."""
+    outcome: Call | RequestError = await _as_value(runtime.name, call, runtime.validate(call))
     return outcome
 
 
