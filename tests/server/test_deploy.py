@@ -31,8 +31,11 @@ def build(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
 
 
 def kubernetes_validate(directory: Path) -> None:
-    """Every object against the Kubernetes 1.37 schemas, unknown fields rejected."""
-    files = sorted(str(p) for p in directory.glob("*.yaml"))
+    """Every object against the Kubernetes 1.37 schemas, unknown fields rejected — but
+    KEDA's ScaledObject, a custom resource those schemas lack (checked field by field in
+    test_a_config_with_jobs_gets_workers_that_keda_scales_on_each_stream)."""
+    files = sorted(str(p) for p in directory.glob("*.yaml")
+                   if "apiVersion: keda.sh/" not in p.read_text())
     ran = subprocess.run([str(VALIDATE), "--strict", *files], capture_output=True, text=True,
                          timeout=120)
     assert ran.returncode == 0, ran.stdout + ran.stderr
@@ -305,10 +308,13 @@ def test_the_compose_file_passes_the_compose_specification(tmp_path: Path) -> No
     config = tmp_path / "sheaf.yaml"
     config.write_text(GPU_CONFIG)
     assert build(config, "--target", "compose", "-o", str(tmp_path / "c")).returncode == 0
-    for path in (tmp_path / "c" / "docker-compose.yml", ROOT / "deploy" / "docker-compose.yml"):
+    for path, names in (
+            (tmp_path / "c" / "docker-compose.yml", ["sheaf", "prometheus"]),
+            (ROOT / "deploy" / "docker-compose.yml",  # deploy/sheaf.yaml has `jobs:`
+             ["sheaf", "prometheus", "redis", "worker"])):
         compose = PyCompose.from_yaml(path.read_text())
         compose.validate()
-        assert compose.service_names() == ["sheaf", "prometheus"]
+        assert compose.service_names() == names
     gpus = yaml.safe_load((tmp_path / "c" / "docker-compose.yml").read_text())["services"][
         "sheaf"]["deploy"]["resources"]["reservations"]["devices"]
     assert gpus == [{"driver": "nvidia", "count": 2, "capabilities": ["gpu"]}]
@@ -375,3 +381,70 @@ def test_planted_secrets_never_reach_what_build_writes(tmp_path: Path, target: s
     for path in written:
         assert planted.encode() not in path.read_bytes(), path
     assert planted not in ran.stdout + ran.stderr
+
+
+def test_a_config_with_jobs_gets_workers_that_keda_scales_on_each_stream(
+        tmp_path: Path) -> None:
+    """`jobs:` adds a worker Deployment (the models it runs, no HTTP, a grace period that
+    covers its drain) and a KEDA ScaledObject with two redis-streams triggers per model:
+    the consumer group's lag (wakes workers from zero; Redis 7+) and its pending entries."""
+    config = tmp_path / "sheaf.yaml"
+    config.write_text(yaml.safe_dump({
+        "models": [{"name": "fc", "backend": "baseline", "resources": {"num_cpus": 2}},
+                   {"name": "other", "backend": "baseline",
+                    "resources": {"memory": 3 * 2**30}}],
+        "jobs": {"redis_url": "rediss://queue.internal:6380/2", "models": ["fc"],
+                 "drain_timeout_s": 60, "prefix": "prod",
+                 "autoscaling": {"min_replicas": 0, "max_replicas": 7, "cooldown_s": 120,
+                                 "lag_per_replica": 4, "pending_per_replica": 2}}}))
+    out = tmp_path / "k8s"
+    assert build(config, "--target", "kubernetes", "-o", str(out), "--redis-secret",
+                 "queue").returncode == 0
+    kubernetes_validate(out)
+    worker = yaml.safe_load((out / "worker-deployment.yaml").read_text())
+    server = yaml.safe_load((out / "deployment.yaml").read_text())
+    keda = yaml.safe_load((out / "worker-keda.yaml").read_text())
+    pod = worker["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["worker"] and "ports" not in container
+    assert container["resources"]["requests"]["cpu"] == "2000m"  # fc only
+    assert pod["terminationGracePeriodSeconds"] == 75
+    assert worker["spec"]["replicas"] == 0
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SHEAF_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "queue",
+                                                                    "key": "url"}
+    assert "SHEAF_REDIS_URL" in {e["name"] for e in server["spec"]["template"]["spec"][
+        "containers"][0]["env"]}
+    selector = yaml.safe_load((out / "service.yaml").read_text())["spec"]["selector"]
+    labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in selector.items())  # not served by it
+    assert keda["apiVersion"] == "keda.sh/v1alpha1" and keda["kind"] == "ScaledObject"
+    spec = keda["spec"]
+    assert spec["scaleTargetRef"] == {"name": worker["metadata"]["name"]}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["cooldownPeriod"]) == \
+        (0, 7, 120)
+    lag, running = spec["triggers"]
+    assert lag["type"] == running["type"] == "redis-streams"
+    for trigger in (lag, running):
+        meta = trigger["metadata"]
+        assert meta["stream"] == "{prod}:jobs:stream:fc" and meta["consumerGroup"] == "workers"
+        assert meta["address"] == "queue.internal:6380" and meta["databaseIndex"] == "2"
+        assert meta["enableTLS"] == "true"
+        assert meta["passwordFromEnv"] == "SHEAF_REDIS_PASSWORD"
+    assert lag["metadata"]["lagCount"] == "4" and "pendingEntriesCount" not in lag["metadata"]
+    assert running["metadata"]["pendingEntriesCount"] == "2"
+    requirements = build(config, "--target", "docker", "-o", str(tmp_path / "img"))
+    assert requirements.returncode == 0
+    assert "sheaf-server[jobs]==" in (tmp_path / "img" / "requirements.txt").read_text()
+
+
+def test_compose_with_jobs_runs_redis_with_an_append_only_file_and_a_worker(
+        tmp_path: Path) -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert "--appendonly" in services["redis"]["command"]
+    assert "noeviction" in services["redis"]["command"]
+    assert services["worker"]["command"] == ["worker"]
+    assert services["worker"]["image"] == services["sheaf"]["image"]
+    assert "redis" in services["sheaf"]["depends_on"]
+    assert "redis-data" in compose["volumes"]

@@ -89,7 +89,10 @@ def test_an_idempotency_key_answers_a_retried_submit_with_the_first_job(
         assert again.json()["job_id"] == first.json()["job_id"] != other.json()["job_id"]
         assert again.headers["idempotent-replayed"] == "true"
         assert "idempotent-replayed" not in first.headers
-        assert queue_length(redis_server) == 2
+        r = redis_server.client()
+        assert queue_length(redis_server) == 2, [
+            (e, r.hgetall(f"{{sheaf}}:job:{d[b'job'].decode()}"))
+            for e, d in r.xrange("{sheaf}:jobs:stream:m")]
 
 
 def test_cancel_list_and_the_refusals_of_finished_and_unknown_jobs(

@@ -190,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
                        "mounted for server.tls; the pods serve HTTPS")
     build.add_argument("--api-keys-secret", help="kubernetes: a Secret whose 'api-keys' entry "
                        "(KEY:SCOPE|SCOPE,...) becomes $SHEAF_API_KEYS")
+    build.add_argument("--redis-secret", help="kubernetes, with jobs: a Secret whose 'url' "
+                       "entry becomes $SHEAF_REDIS_URL and whose 'password' KEDA reads")
     build.set_defaults(run=_build)
 
     validate = commands.add_parser("validate", help="check a config, its backends' kwargs "
@@ -475,7 +477,8 @@ def _build(args: argparse.Namespace) -> int:
                            bake_config=args.bake_config, pip=args.pip,
                            pip_options=pip_options, gpu_image=args.gpu_image,
                            wheels=Path(args.wheels) if args.wheels else None,
-                           tls_secret=args.tls_secret, api_keys_secret=args.api_keys_secret)
+                           tls_secret=args.tls_secret, api_keys_secret=args.api_keys_secret,
+                           redis_secret=args.redis_secret)
     if args.target is None:  # the Ray Serve config (or RayService) as one file or stdout
         check_config(config, local_files=False, source=args.config)  # paths: the cluster's
         document = (kuberay_document if args.kuberay else ray_document)(config, options)

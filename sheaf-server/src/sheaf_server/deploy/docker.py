@@ -11,7 +11,10 @@ at the end: a `serve` executable on PATH, which SageMaker runs as `docker run IM
 
 from __future__ import annotations
 
+import math
+
 from sheaf_server.deploy.files import dump
+from sheaf_server.settings import JobSettings
 
 _COMMON = """\
 # syntax=docker/dockerfile:1
@@ -93,9 +96,11 @@ def dockerfile(*, sagemaker: bool = False, runtime: str = "asgi") -> str:
     return _COMMON + "\n" + _SERVER.replace("{runtime}", flags)
 
 
-def compose(*, image: str, port: int, gpus: int, build_args: dict[str, str]) -> str:
+def compose(*, image: str, port: int, gpus: int, build_args: dict[str, str],
+            jobs: JobSettings | None = None) -> str:
     """The server built from this directory, and Prometheus scraping its /metrics: a local
-    smoke test of what the image serves."""
+    smoke test of what the image serves. With `jobs`, also Redis (append-only file on,
+    no eviction: docs/jobs.md) and a job worker from the same image."""
     server: dict[str, object] = {
         "build": {"context": ".", **({"args": build_args} if build_args else {})},
         "image": image,
@@ -107,10 +112,28 @@ def compose(*, image: str, port: int, gpus: int, build_args: dict[str, str]) -> 
                         "start_period": "300s"},
         "stop_grace_period": "45s",
     }
+    devices = {"resources": {"reservations": {"devices": [
+        {"driver": "nvidia", "count": gpus, "capabilities": ["gpu"]}]}}}
     if gpus:
-        server["deploy"] = {"resources": {"reservations": {"devices": [
-            {"driver": "nvidia", "count": gpus, "capabilities": ["gpu"]}]}}}
-    document = {
+        server["deploy"] = devices
+    services: dict[str, object] = {}
+    if jobs is not None:
+        server["depends_on"] = ["redis"]
+        services["redis"] = {
+            "image": "redis:7.4",
+            "command": ["redis-server", "--appendonly", "yes", "--appendfsync", "everysec",
+                        "--maxmemory-policy", "noeviction"],
+            "volumes": ["redis-data:/data"],
+        }
+        worker: dict[str, object] = {
+            "image": image, "command": ["worker"], "depends_on": ["redis", "sheaf"],
+            "stop_grace_period": f"{math.ceil(jobs.drain_timeout_s) + 15}s",
+            "restart": "unless-stopped",
+        }
+        if gpus:
+            worker["deploy"] = devices
+        services["worker"] = worker
+    document: dict[str, object] = {
         "services": {
             "sheaf": server,
             "prometheus": {
@@ -120,8 +143,11 @@ def compose(*, image: str, port: int, gpus: int, build_args: dict[str, str]) -> 
                 "ports": ["9090:9090"],
                 "depends_on": ["sheaf"],
             },
+            **services,
         },
     }
+    if jobs is not None:
+        document["volumes"] = {"redis-data": {}}
     return dump(document)
 
 

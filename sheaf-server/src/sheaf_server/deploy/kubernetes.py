@@ -11,7 +11,12 @@ server settings, not from hand edits:
 - `terminationGracePeriodSeconds` covers the preStop pause (so the endpoint stops sending
   before SIGTERM) and `server.drain_timeout_s`;
 - the config travels in a ConfigMap mounted at /etc/sheaf (or is baked into the image),
-  and its hash is a pod annotation, so that editing it rolls the pods.
+  and its hash is a pod annotation, so that editing it rolls the pods;
+- a config with `jobs:` adds the job workers (`sheaf-server worker`, a Deployment of their
+  own, sized by the models they run) and a KEDA ScaledObject that scales them on each
+  model's stream: the consumer group's lag (jobs not yet read — the trigger that wakes
+  workers from zero; Redis 7+) and its pending entries (jobs read and still running),
+  with the bounds and cooldown of `jobs.autoscaling`.
 
 The objects are plain dicts (`manifests()`); `write(dir)` writes them as YAML files.
 """
@@ -23,12 +28,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from sheaf_core.registry import Registry, default_registry
 from sheaf_core.spec import ModelSpec
 from sheaf_server import __version__
 from sheaf_server.deploy.files import dump, dump_all, write_files
-from sheaf_server.settings import SheafConfig, TLSSettings, served
+from sheaf_server.jobs.keys import GROUP, Keys, redis_url
+from sheaf_server.settings import ServedModelSpec, SheafConfig, TLSSettings, served
 
 Runtime = Literal["asgi", "ray"]
 HpaMetric = Literal["cpu", "queue_depth"]
@@ -76,6 +83,9 @@ class KubernetesServer:
     tls_secret: str | None = None
     #: A Secret whose `api-keys` entry becomes $SHEAF_API_KEYS (docs/security.md).
     api_keys_secret: str | None = None
+    #: A Secret whose `url` entry becomes $SHEAF_REDIS_URL (a URL with a password) and
+    #: whose `password` entry KEDA reads; else the config's `jobs.redis_url`.
+    redis_secret: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, SheafConfig):
@@ -105,14 +115,22 @@ class KubernetesServer:
 
     def manifests(self) -> list[dict[str, Any]]:
         objects = [] if self.bake_config else [self._config_map()]
-        return [*objects, self._deployment(), self._service(), self._hpa(), self._pdb()]
+        objects += [self._deployment(), self._service(), self._hpa(), self._pdb()]
+        if self.sheaf_config.jobs is not None:
+            objects += [self._worker(), self._scaled_object()]
+        return objects
 
     def files(self) -> dict[str, str]:
         """File name → YAML text, one file per object."""
         names = {"ConfigMap": "configmap.yaml", "Deployment": "deployment.yaml",
                  "Service": "service.yaml", "HorizontalPodAutoscaler": "hpa.yaml",
-                 "PodDisruptionBudget": "pdb.yaml"}
-        return {names[m["kind"]]: dump_all([m]) for m in self.manifests()}
+                 "PodDisruptionBudget": "pdb.yaml", "ScaledObject": "worker-keda.yaml"}
+        def file(m: dict[str, Any]) -> str:
+            if m["kind"] == "Deployment" and m["metadata"]["name"] == self._worker_name:
+                return "worker-deployment.yaml"
+            return names[m["kind"]]
+
+        return {file(m): dump_all([m]) for m in self.manifests()}
 
     def write(self, directory: str | Path, *, force: bool = False) -> list[Path]:
         """Write `files()` into `directory`; refuses a directory holding other files
@@ -204,7 +222,7 @@ class KubernetesServer:
 
     def _secret_env(self) -> list[dict[str, Any]]:
         """Environment from Secrets (never their values: the cluster holds those)."""
-        env: list[dict[str, Any]] = []
+        env: list[dict[str, Any]] = self._redis_env()
         if self.api_keys_secret:
             env.append({"name": "SHEAF_API_KEYS", "valueFrom": {"secretKeyRef": {
                 "name": self.api_keys_secret, "key": API_KEYS_ENTRY}}})
@@ -212,14 +230,16 @@ class KubernetesServer:
             env.append({"name": "SHEAF_HEALTHCHECK_TLS", "value": "1"})
         return env
 
-    def _resources(self) -> dict[str, Any]:
+    def _resources(self, models: list[ServedModelSpec] | None = None,
+                   ray: bool = False) -> dict[str, Any]:
         """Requests add up the models' needs (one process holds them all); memory and GPUs
         are limits too; CPU is not limited (a CPU limit throttles a batch mid-flight)."""
-        models = self.sheaf_config.models
+        if models is None:
+            models, ray = self.sheaf_config.models, self.runtime == "ray"
         cpus = max(sum(spec.resources.num_cpus for spec in models), 0.5)
         stated = [spec.resources.memory for spec in models if spec.resources.memory]
         memory_mi = math.ceil(sum(stated) / 2**20) if stated else DEFAULT_MEMORY_MI
-        if self.runtime == "ray":
+        if ray:
             memory_mi += RAY_MEMORY_MI
         gpus = math.ceil(sum(spec.resources.num_gpus for spec in models))
         requests = {"cpu": f"{math.ceil(cpus * 1000)}m", "memory": f"{memory_mi}Mi"}
@@ -258,9 +278,122 @@ class KubernetesServer:
                          "metrics": [metric],
                          "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}}}
 
+    # -- job workers (a config with `jobs:`) -----------------------------------------------
+
+    @property
+    def _worker_name(self) -> str:
+        return f"{self.name}-worker"
+
+    def _worker_labels(self) -> dict[str, str]:
+        """The server's labels with an instance of the workers' own, so that the server's
+        Service and PodDisruptionBudget never select a worker pod."""
+        return {**self._labels(), "app.kubernetes.io/instance": self._worker_name,
+                "app.kubernetes.io/component": "job-worker"}
+
+    def _job_models(self) -> list[str]:
+        config = self.sheaf_config
+        assert config.jobs is not None
+        return list(config.jobs.models or [*(m.name for m in config.models),
+                                           *(p.name for p in config.pipelines)])
+
+    def _redis_env(self) -> list[dict[str, Any]]:
+        if self.sheaf_config.jobs is None or not self.redis_secret:
+            return []
+        return [{"name": "SHEAF_REDIS_URL", "valueFrom": {"secretKeyRef": {
+                    "name": self.redis_secret, "key": "url"}}},
+                {"name": "SHEAF_REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {
+                    "name": self.redis_secret, "key": "password", "optional": True}}}]
+
+    def _worker(self) -> dict[str, Any]:
+        """`sheaf-server worker`: the models of `jobs.models` (and a named pipeline's
+        members), no HTTP; SIGTERM finishes or gives back its jobs within
+        `jobs.drain_timeout_s`, which the grace period covers."""
+        config = self.sheaf_config
+        jobs = config.jobs
+        assert jobs is not None
+        names = set(self._job_models())
+        members = {n.model for p in config.pipelines if p.name in names
+                   for n in p.nodes.values() if n.model}
+        models = [m for m in config.models if m.name in names | members]
+        container: dict[str, Any] = {
+            "name": "worker", "image": self.image, "args": ["worker"],
+            "env": [{"name": "SHEAF_CONFIG", "value": CONFIG_PATH}, *self._redis_env()],
+            "resources": self._resources(models),
+            "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                                "capabilities": {"drop": ["ALL"]}},
+        }
+        pod: dict[str, Any] = {
+            "containers": [container],
+            "terminationGracePeriodSeconds": math.ceil(jobs.drain_timeout_s) + 15,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001,
+                                "runAsGroup": 10001, "fsGroup": 10001},
+        }
+        annotations: dict[str, str] = {}
+        if not self.bake_config:
+            container["volumeMounts"] = [{"name": "config", "mountPath": CONFIG_DIR,
+                                          "readOnly": True}]
+            pod["volumes"] = [{"name": "config",
+                               "configMap": {"name": f"{self.name}-config"}}]
+            annotations["sheaf.dev/config-sha256"] = hashlib.sha256(
+                self.config_yaml().encode()).hexdigest()
+        selector = {k: v for k, v in self._worker_labels().items()
+                    if k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+        metadata = {**self._metadata(self._worker_name), "labels": self._worker_labels()}
+        return {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
+            "spec": {
+                "replicas": jobs.autoscaling.min_replicas,  # KEDA owns it from here
+                "selector": {"matchLabels": selector},
+                "template": {"metadata": {"labels": self._worker_labels(),
+                                          **({"annotations": annotations}
+                                             if annotations else {})},
+                             "spec": pod},
+            },
+        }
+
+    def _scaled_object(self) -> dict[str, Any]:
+        """KEDA: per model stream, one trigger on the consumer group's lag (jobs nobody
+        has read: it scales from zero) and one on its pending entries (jobs running)."""
+        jobs = self.sheaf_config.jobs
+        assert jobs is not None
+        scaling = jobs.autoscaling
+        keys = Keys(jobs.prefix)
+        where = _redis_address(redis_url(jobs))
+        triggers: list[dict[str, Any]] = []
+        for model in self._job_models():
+            common: dict[str, str] = {**where, "stream": keys.stream(model),
+                                      "consumerGroup": GROUP}
+            if self.redis_secret:
+                common["passwordFromEnv"] = "SHEAF_REDIS_PASSWORD"
+            triggers.append({"type": "redis-streams", "name": f"{model}-lag", "metadata": {
+                **common, "lagCount": str(scaling.lag_per_replica),
+                "activationLagCount": "0"}})
+            triggers.append({"type": "redis-streams", "name": f"{model}-running",
+                             "metadata": {**common, "pendingEntriesCount":
+                                          str(scaling.pending_per_replica)}})
+        return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+                "metadata": {**self._metadata(self._worker_name),
+                             "labels": self._worker_labels()},
+                "spec": {"scaleTargetRef": {"name": self._worker_name},
+                         "minReplicaCount": scaling.min_replicas,
+                         "maxReplicaCount": scaling.max_replicas,
+                         "cooldownPeriod": scaling.cooldown_s,
+                         "pollingInterval": scaling.polling_interval_s,
+                         "triggers": triggers}}
+
     def _pdb(self) -> dict[str, Any]:
         """At most one pod down for a voluntary disruption (a node drain): with one replica
         a drain still proceeds, with several the others keep serving."""
         return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
                 "metadata": self._metadata(),
                 "spec": {"maxUnavailable": 1, "selector": {"matchLabels": self._selector()}}}
+
+
+def _redis_address(url: str) -> dict[str, str]:
+    """KEDA's connection fields from a redis:// URL: host:port, database, TLS."""
+    parts = urlsplit(url)
+    fields = {"address": f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}",
+              "databaseIndex": (parts.path or "/0").strip("/") or "0"}
+    if parts.scheme == "rediss":
+        fields["enableTLS"] = "true"
+    return fields

@@ -16,16 +16,21 @@ Runtime = Literal["asgi", "ray"]
 
 def server_extras(config: SheafConfig, runtime: Runtime) -> list[str]:
     """sheaf-server's extras the config needs: `ray` for the Ray runtime, `feast` when a
-    model reads features."""
+    model reads features, `jobs` with a `jobs:` section."""
     extras = ["ray"] if runtime == "ray" else []
     if any(spec.features is not None for spec in config.models):
         extras.append("feast")
+    if config.jobs is not None:
+        extras.append("jobs")
     return extras
 
 
 def core_extras(config: SheafConfig) -> list[str]:
-    """sheaf-core's extras: `s3` when requests may name s3:// payloads."""
-    prefixes = config.server.payloads.allowed_uri_prefixes
+    """sheaf-core's extras: `s3` when requests may name s3:// payloads or job results go
+    to an s3:// prefix."""
+    prefixes = list(config.server.payloads.allowed_uri_prefixes)
+    if config.jobs is not None and config.jobs.results_uri:
+        prefixes.append(config.jobs.results_uri)
     return ["s3"] if any(p.startswith("s3://") for p in prefixes) else []
 
 

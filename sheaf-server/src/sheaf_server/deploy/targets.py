@@ -47,6 +47,8 @@ class BuildOptions:
     #: kubernetes: a TLS Secret to serve HTTPS with; a Secret holding the API keys.
     tls_secret: str | None = None
     api_keys_secret: str | None = None
+    #: kubernetes with `jobs:`: a Secret with the Redis `url` (and `password`, for KEDA).
+    redis_secret: str | None = None
 
 
 @dataclass
@@ -132,7 +134,7 @@ def _image(target: Target, config: SheafConfig, options: BuildOptions,
     elif target == "compose":
         context.files["docker-compose.yml"] = docker.compose(
             image=options.image, port=config.server.port, gpus=_gpus(config),
-            build_args=build_args)
+            build_args=build_args, jobs=config.jobs)
         context.files["prometheus.yml"] = docker.prometheus_config()
         context.next_steps = ["docker compose -f {dir}/docker-compose.yml up --build"]
     else:
@@ -150,7 +152,8 @@ def _kubernetes(config: SheafConfig, options: BuildOptions,
                               max_replicas=options.max_replicas,
                               hpa_metric=options.hpa_metric, bake_config=options.bake_config,
                               registry=registry, tls_secret=options.tls_secret,
-                              api_keys_secret=options.api_keys_secret)
+                              api_keys_secret=options.api_keys_secret,
+                              redis_secret=options.redis_secret)
     steps = []
     if options.image == DEFAULT_IMAGE:
         steps.append("build the image first: sheaf-server build CONFIG --target docker -o "

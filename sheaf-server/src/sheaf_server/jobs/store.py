@@ -24,9 +24,7 @@ was stalled) finds it done and only acknowledges its entry.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -40,11 +38,9 @@ import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from sheaf_server.engine.errors import JobConflict, JobNotFound, JobsUnavailable, overloaded
+from sheaf_server.jobs.keys import GROUP, Keys, redis_url
 from sheaf_server.settings import JobSettings
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-REDIS_URL_ENV = "SHEAF_REDIS_URL"
-GROUP = "workers"
 #: Job ids: 24 random bytes (192 bits), URL-safe; anything else is never looked up.
 ID_BYTES = 24
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -63,10 +59,6 @@ class JobStatus(StrEnum):
 
 
 FINISHED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-
-def redis_url(settings: JobSettings) -> str:
-    return settings.redis_url or os.environ.get(REDIS_URL_ENV) or DEFAULT_REDIS_URL
 
 
 def new_job_id() -> str:
@@ -155,35 +147,6 @@ class Claimed:
 
     outcome: str  # "run", "skip" (finished or gone: acknowledged), "dead" (dead-lettered)
     job: Job | None = None
-
-
-@dataclass
-class Keys:
-    """Every key of a deployment carries `{prefix}`, a Redis Cluster hash tag: the scripts
-    touch several keys at once, and a cluster allows that only within one slot."""
-
-    prefix: str
-
-    def __post_init__(self) -> None:
-        self.prefix = "{" + self.prefix + "}"
-
-    def stream(self, model: str) -> str:
-        return f"{self.prefix}:jobs:stream:{model}"
-
-    def job(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
-
-    @property
-    def recent(self) -> str:
-        return f"{self.prefix}:jobs:recent"
-
-    @property
-    def dead(self) -> str:
-        return f"{self.prefix}:jobs:dead"
-
-    def idempotency(self, owner: str, key: str) -> str:
-        digest = hashlib.sha256(f"{owner}\0{key}".encode()).hexdigest()
-        return f"{self.prefix}:jobs:idem:{digest}"
 
 
 # -- the scripts: each a whole state change, atomic in Redis --------------------------------

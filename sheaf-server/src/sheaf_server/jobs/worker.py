@@ -46,8 +46,9 @@ from sheaf_server.engine.errors import BackendFailed
 from sheaf_server.engine.runtime import ModelRuntime
 from sheaf_server.engine.state import ModelState
 from sheaf_server.jobs.callbacks import deliver
+from sheaf_server.jobs.keys import redis_url
 from sheaf_server.jobs.results import store_result
-from sheaf_server.jobs.store import Job, JobStatus, JobStore, is_transient, redis_url
+from sheaf_server.jobs.store import Job, JobStatus, JobStore, is_transient
 from sheaf_server.settings import JobSettings, SheafConfig
 
 log = logging.getLogger("sheaf.jobs")
