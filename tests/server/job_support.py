@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import yaml
 
+from sheaf_core.pipeline_spec import PipelineSpec
 from sheaf_core.spec import ModelSpec
 from sheaf_server.settings import JobSettings, SheafConfig
 
@@ -26,8 +27,10 @@ SCRIPT = HERE / "job_worker.py"
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
-def write_config(path: Path, specs: Sequence[ModelSpec], jobs: JobSettings) -> Path:
-    config = SheafConfig(models=list(specs), jobs=jobs)
+def write_config(path: Path, specs: Sequence[ModelSpec], jobs: JobSettings,
+                 pipelines: Sequence[PipelineSpec] = (), **server: Any) -> Path:
+    config = SheafConfig(models=list(specs), jobs=jobs, pipelines=list(pipelines),
+                         server=server)
     path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_none=True)))
     return path
 

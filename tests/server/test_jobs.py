@@ -17,6 +17,7 @@ from hosts import Host
 from job_support import wait_job, workers, write_config
 from redis_support import RedisServer
 
+from sheaf_core.pipeline_spec import PipelineSpec
 from sheaf_server.settings import JobSettings, ServedModelSpec
 
 #: What only the worker or the store does, the same whichever host queued the job.
@@ -195,6 +196,44 @@ def test_large_results_are_written_under_results_uri(
         assert job["result_url"] == f"{results}/{job_id}.json"
         written = json.loads(Path(job["result_url"]).read_text())
         assert written["mean"] == [4.0, 4.0, 4.0]
+
+
+@TIER_1
+def test_large_results_go_to_s3_with_the_payload_storage_options(
+        host: Host, redis_server: RedisServer, tmp_path: Path, s3: dict) -> None:
+    import s3fs
+
+    settings = jobs(redis_server, inline_result_max_bytes=10, results_uri="s3://jobs/results")
+    payloads = {"storage_options": s3}
+    config = write_config(tmp_path / "sheaf.yaml", [spec()], settings, payloads=payloads)
+    with host.serve(spec(), jobs=settings, payloads=payloads) as client, workers(config):
+        job_id = client.post("/m/jobs", json=BODY).json()["job_id"]
+        job = wait_job(client, job_id)
+        assert job["status"] == "succeeded" and job["result_url"] == \
+            f"s3://jobs/results/{job_id}.json"
+        stored = s3fs.S3FileSystem(**s3).cat(job["result_url"])
+        assert json.loads(stored)["mean"] == [4.0, 4.0, 4.0]
+
+
+@TIER_1
+def test_a_pipeline_takes_jobs_and_its_worker_loads_the_member_models(
+        host: Host, redis_server: RedisServer, tmp_path: Path) -> None:
+    models = [spec("a"), spec("b", backend_kwargs={"bias": 10.0})]
+    mix = PipelineSpec.model_validate({"name": "mix", "output": "avg", "nodes": {
+        "a": {"model": "a"}, "b": {"model": "b"},
+        "avg": {"combiner": "weighted_ensemble", "inputs": ["a", "b"]}}})
+    settings = jobs(redis_server, models=["mix"])
+    config = write_config(tmp_path / "sheaf.yaml", models, settings, pipelines=[mix])
+    with host.serve(*models, pipelines=[mix], jobs=settings) as client, \
+            workers(config) as (worker,):
+        job = wait_job(client, client.post("/mix/jobs", json=BODY).json()["job_id"])
+        assert job["status"] == "succeeded", job
+        assert job["result"]["model_name"] == "mix"
+        assert job["result"]["mean"] == client.post("/mix/predict", json=BODY).json()["mean"]
+        assert "running jobs of mix" in worker.output
+        refused = client.post("/a/jobs", json=BODY)  # no worker would ever run it
+        assert refused.status_code == 404 and "jobs.models" in refused.json()["message"]
+        assert "jobs" not in client.get("/models/a").json()["routes"]
 
 
 class _Receiver(BaseHTTPRequestHandler):

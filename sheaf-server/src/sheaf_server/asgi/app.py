@@ -128,7 +128,9 @@ def create_app(engine: ServingEngine, *, jobs: JobSettings | None = None) -> Fas
         from sheaf_server.jobs.routes import add_job_routes  # needs sheaf-server[jobs]
 
         closing.append(add_job_routes(app, engine, jobs, _call).close)
-    app.state.jobs = jobs is not None
+    #: the models and pipelines that take jobs (`jobs.models`, default all; none without
+    #: a `jobs:` section)
+    app.state.jobs = set() if jobs is None else set(jobs.models or engine.models)
     _add_unknown_model_routes(app, engine)
     models = list({m: None for r in engine.models.values() for m in body_models(r.contract)})
     app.openapi = partial(build_openapi, app, models)  # type: ignore[method-assign]
@@ -260,7 +262,7 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
     @app.get("/models", tags=["server"], summary="Served models with their JSON schemas "
              "(with API keys: those the key may call; every one for an admin key)")
     async def models(request: Request) -> dict[str, Any]:
-        return {"models": [await _listing(runtime, request.app.state.jobs)
+        return {"models": [await _listing(runtime, name in request.app.state.jobs)
                            for name, runtime in engine.models.items()
                            if Admission.visible(request.scope, name)]}
 
@@ -269,7 +271,7 @@ def _add_server_routes(app: FastAPI, engine: ServingEngine) -> None:
         runtime = engine.model(name)
         if not Admission.visible(request.scope, name):
             raise Forbidden(f"this API key may not call {name!r}")
-        return await _listing(runtime, request.app.state.jobs)
+        return await _listing(runtime, name in request.app.state.jobs)
 
     @app.get("/metrics", tags=["server"], summary="Prometheus metrics of every model "
              "(requests, latency, queue wait and depth, batch sizes, load time, cache)")
@@ -361,10 +363,12 @@ def _add_unknown_model_routes(app: FastAPI, engine: ServingEngine) -> None:
     async def unknown(request: Request, name: str) -> Response:
         runtime = engine.model(name)  # raises ModelNotFound listing the served models
         routes = ", ".join(model_paths(name, streams=isinstance(runtime, StreamingModel),
-                                       jobs=request.app.state.jobs))
+                                       jobs=name in request.app.state.jobs))
         why = ""
         if request.url.path.endswith("/jobs") and not request.app.state.jobs:
             why = " (this server queues no jobs: add a `jobs:` section to its config)"
+        elif request.url.path.endswith("/jobs"):
+            why = " (no worker runs its jobs: it is not in jobs.models)"
         raise ModelNotFound(f"model {name!r} has no route {request.url.path!r}{why}; it "
                             f"serves {routes}")
 

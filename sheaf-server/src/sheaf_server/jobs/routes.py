@@ -47,8 +47,9 @@ def add_job_routes(app: FastAPI, engine: ServingEngine, settings: JobSettings,
     """Register the job routes; `call_of(request, name, body)` makes a route's `Call`
     through the app's admission check (keys, scopes, rate limits), as /predict does."""
     store = JobStore(settings)
-    for runtime in engine.models.values():
-        _add_submit(app, engine, runtime, store, call_of)
+    for name, runtime in engine.models.items():
+        if settings.models is None or name in settings.models:  # what a worker runs
+            _add_submit(app, engine, runtime, store, call_of)
 
     @app.get("/jobs", tags=["jobs"], summary="Recent jobs, newest first (with API keys: "
              "this key's; all for an admin key)")

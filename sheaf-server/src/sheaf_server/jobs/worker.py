@@ -82,6 +82,7 @@ class SheafWorker:
                                     if n.model is not None}
         specs = [m for m in config.models if m.name in needed]
         self.engine = Engine(specs, config.server, registry, plugins, pipelines=pipelines)
+        self.storage_options = config.server.payloads.storage_options
         self.store = JobStore(self.settings)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.running: dict[str, _Running] = {}
@@ -287,7 +288,7 @@ class SheafWorker:
             del exc
             return JobStatus.FAILED, {"error": json.dumps(error)}, True
         fields = await asyncio.to_thread(store_result, self.settings, job.id, body,
-                                         media_type)
+                                         media_type, self.storage_options)
         return JobStatus.SUCCEEDED, fields, False
 
     async def _stream(self, target: Any, job: Job, call: Call) -> tuple[bytes, str] | None:
