@@ -216,3 +216,29 @@ def test_retention_trims_the_index_of_recent_jobs(redis_server: RedisServer) -> 
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_script_sent_again_after_a_lost_reply_does_not_act_twice(
+        redis_server: RedisServer) -> None:
+    """redis-py sends a command again when the connection drops before the reply: the
+    submit must not queue a second job, the completion must know it wrote the result."""
+    async def scenario() -> None:
+        store = _store(redis_server)
+        await store.ensure_group("m")
+        args = ["the-job-id-0123456789", repr(time.time()), 100, 60_000, 100, "0", "digest",
+                "model", "m", "body", b"{}"]
+        keys = [store.keys.stream("m"), store.keys.job("the-job-id-0123456789"),
+                store.keys.recent, ""]
+        first = await store._submit(keys=keys, args=args)
+        again = await store._submit(keys=keys, args=args)
+        assert first == again and await store.queued("m") == 1
+        ((model, entry, job_id),) = await store.read(["m"], "w1", 10, 100)
+        await store.claim(model, entry, job_id, "w1", streams=False)
+        done = {"result": b"{}"}
+        assert await store.complete(model, entry, job_id, JobStatus.SUCCEEDED, done, run="w1/1")
+        assert await store.complete(model, entry, job_id, JobStatus.SUCCEEDED, done, run="w1/1")
+        assert not await store.complete(model, entry, job_id, JobStatus.SUCCEEDED, done,
+                                        run="w2/2")
+        await store.close()
+
+    asyncio.run(scenario())

@@ -90,6 +90,10 @@ def test_an_idempotency_key_answers_a_retried_submit_with_the_first_job(
         assert again.json()["job_id"] == first.json()["job_id"] != other.json()["job_id"]
         assert again.headers["idempotent-replayed"] == "true"
         assert "idempotent-replayed" not in first.headers
+        reused = client.post("/m/jobs", json={**BODY, "horizon": 5},
+                             headers={"Idempotency-Key": "order-7"})
+        assert reused.status_code == 422
+        assert reused.json()["details"][0]["field"] == "Idempotency-Key"
         r = redis_server.client()
         assert queue_length(redis_server) == 2, [
             (e, r.hgetall(f"{{sheaf}}:job:{d[b'job'].decode()}"))

@@ -20,10 +20,15 @@ Keys (PREFIX is `jobs.prefix`, default `sheaf`):
 Exactly-once results: a job's result is written by `complete`, which refuses a job that is
 already finished — a second worker that ran the same job (it was reclaimed while the first
 was stalled) finds it done and only acknowledges its entry.
+
+The redis client sends a command again when a connection drops before its reply; the
+scripts that must not act twice recognise their own second call: `submit` by the job id it
+made before calling, `complete` by the run (worker and attempt) it names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -37,6 +42,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from sheaf_core.errors import FieldProblem, InvalidRequest
 from sheaf_server.engine.errors import JobConflict, JobNotFound, JobsUnavailable, overloaded
 from sheaf_server.jobs.keys import GROUP, Keys, redis_url
 from sheaf_server.settings import JobSettings
@@ -155,8 +161,12 @@ _TERMINAL = "local function finished(s) return s == 'succeeded' or s == 'failed'
             "s == 'cancelled' end\n"
 
 #: KEYS: stream, job, recent, idempotency key ("" for none).
-#: ARGV: id, now, max_queued, ttl_ms, max_recent, min_recent_score, then field pairs.
+#: ARGV: id, now, max_queued, ttl_ms, max_recent, min_recent_score, the body's digest, then
+#: field pairs. The idempotency key holds "ID DIGEST" of the first submit.
 _SUBMIT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then  -- this very call, sent again after a lost reply
+  return {'queued', redis.call('HGET', KEYS[2], 'entry')}
+end
 if KEYS[4] ~= '' then
   local first = redis.call('GET', KEYS[4])
   if first then return {'existing', first} end
@@ -164,7 +174,7 @@ end
 local queued = redis.call('XLEN', KEYS[1])
 if queued >= tonumber(ARGV[3]) then return {'full', tostring(queued)} end
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], 'id', ARGV[1], 'status', 'queued', 'created_at', ARGV[2],
            'attempts', 0, unpack(fields))
 local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[1])
@@ -172,7 +182,7 @@ redis.call('HSET', KEYS[2], 'entry', entry)
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[6])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[5]) - 1)
-if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[4]) end
+if KEYS[4] ~= '' then redis.call('SET', KEYS[4], ARGV[1] .. ' ' .. ARGV[7], 'PX', ARGV[4]) end
 return {'queued', entry}
 """
 
@@ -213,15 +223,20 @@ return {'run'}
 #: The job finished (succeeded, or failed for good): written once. A job already finished
 #: (another worker's duplicate run, or cancelled) is left as it is.
 #: KEYS: job, stream, dead. ARGV: entry, group, status, now, ttl_ms, dead (1: also
-#: dead-letter it), dead_maxlen, then field pairs.
+#: dead-letter it), dead_maxlen, run (worker and attempt: the same call sent again after a
+#: lost reply finds its own result and says so), then field pairs.
 _COMPLETE = _TERMINAL + """
 local status = redis.call('HGET', KEYS[1], 'status')
 redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])
 redis.call('XDEL', KEYS[2], ARGV[1])
-if (not status) or finished(status) then return 0 end
+if (not status) or finished(status) then
+  if redis.call('HGET', KEYS[1], 'finished_by') == ARGV[8] then return 1 end
+  return 0
+end
 local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[4], unpack(fields))
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'finished_at', ARGV[4], 'finished_by', ARGV[8],
+           unpack(fields))
 redis.call('HDEL', KEYS[1], 'body', 'cancel')
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 if ARGV[6] == '1' then
@@ -352,6 +367,10 @@ class JobStore:
     async def close(self) -> None:
         await self.client.aclose()
 
+    def forget_groups(self) -> None:
+        """The groups known to exist are created again on next use (Redis lost them)."""
+        self._groups.clear()
+
     @property
     def ttl_ms(self) -> int:
         return int(self.settings.result_ttl_s * 1000)
@@ -386,16 +405,23 @@ class JobStore:
         if callback_url:
             fields["callback_url"] = callback_url
         idem = self.keys.idempotency(owner, idempotency_key) if idempotency_key else ""
+        digest = hashlib.sha256(body).hexdigest()
         async with guard():
             await self.ensure_group(model)
             outcome, value = await self._submit(
                 keys=[self.keys.stream(model), self.keys.job(job_id), self.keys.recent, idem],
                 args=[job_id, repr(now), self.settings.max_queued, self.ttl_ms,
-                      retention.max_len, repr(now - retention.max_age_s),
+                      retention.max_len, repr(now - retention.max_age_s), digest,
                       *[x for pair in fields.items() for x in pair]])
         outcome = outcome.decode()
         if outcome == "existing":
-            return Submitted(value.decode(), created=False)
+            first, _, first_digest = value.decode().partition(" ")
+            if first_digest != digest:
+                raise InvalidRequest(FieldProblem(
+                    "Idempotency-Key", f"already used for job {first} with a different "
+                    "request body; send a new key with a new request"),
+                    message="the Idempotency-Key was used for another request")
+            return Submitted(first, created=False)
         if outcome == "full":
             raise overloaded(f"jobs of model {model!r}", f"{value.decode()} jobs are queued "
                              "or running: jobs.max_queued", 5)
@@ -510,12 +536,15 @@ class JobStore:
         return Claimed("run", Job.from_hash(fields))
 
     async def complete(self, model: str, entry: str, job_id: str, status: JobStatus,
-                       fields: Mapping[str, str | bytes], *, dead: bool = False) -> bool:
-        """Write a finished job once; False when it had already finished (left as it was)."""
+                       fields: Mapping[str, str | bytes], *, dead: bool = False,
+                       run: str = "") -> bool:
+        """Write a finished job once; False when it had already finished (left as it was).
+        `run` names this run (worker, attempt)."""
         written = await self._complete(
             keys=[self.keys.job(job_id), self.keys.stream(model), self.keys.dead],
             args=[entry, GROUP, status.value, repr(time.time()), self.ttl_ms,
                   "1" if dead else "0", self.settings.retention.max_len,
+                  run or secrets.token_hex(8),
                   *[x for pair in fields.items() for x in pair]])
         return bool(written)
 

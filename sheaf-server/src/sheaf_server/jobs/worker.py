@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+from redis import exceptions as redis_errors
+
 from sheaf_core.errors import ConfigError
 from sheaf_core.registry import Registry
 from sheaf_server.asgi.errors import error_body
@@ -112,7 +114,7 @@ class SheafWorker:
             log.info("worker %s: running jobs of %s from %s (concurrency %d)", self.name,
                      ", ".join(self.names), _safe_url(redis_url(self.settings)),
                      self.settings.concurrency)
-            loops = [asyncio.create_task(loop()) for loop in
+            loops = [asyncio.create_task(self._forever(loop)) for loop in
                      (self._read_loop, self._reclaim_loop, self._renew_loop)]
             await self._stopping.wait()
             await self._drain()
@@ -128,6 +130,18 @@ class SheafWorker:
             await self.engine.stop(drain_timeout_s=0)
             await self.store.close()
         log.info("worker %s: stopped after %d jobs", self.name, self.finished)
+
+    async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run `loop` until the worker stops; a defect in it is logged and the loop
+        restarted (a worker that silently stopped reading would look alive)."""
+        while True:
+            try:
+                await loop()
+                return  # the read loop returns once the worker stops
+            except Exception:
+                log.exception("worker %s: %s failed; restarting it", self.name,
+                              loop.__name__)
+                await asyncio.sleep(1.0)
 
     async def _create_groups(self) -> None:
         for name in self.names:
@@ -154,8 +168,19 @@ class SheafWorker:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
-            entries = await self._until_redis(
-                partial(self.store.read, self.names, self.name, free, block_ms=1000))
+            try:
+                entries = await self._until_redis(
+                    partial(self.store.read, self.names, self.name, free, block_ms=1000))
+            except redis_errors.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis lost its data (restarted without an append-only file): the groups
+                # are made again, from the start of whatever the streams now hold
+                log.error("worker %s: the consumer groups are gone (Redis restarted "
+                          "without its data?); creating them again", self.name)
+                self.store.forget_groups()
+                await self._until_redis(self._create_groups)
+                continue
             for model, entry, job_id in entries or []:
                 self._start(model, entry, job_id)
 
@@ -240,7 +265,7 @@ class SheafWorker:
                 dead = status is JobStatus.FAILED and retryable
                 written = await self._until_redis(
                     partial(self.store.complete, model, entry, job_id, status, fields,
-                            dead=dead))
+                            dead=dead, run=f"{self.name}/{job.attempts}"))
                 self.finished += 1
                 if written is False:
                     log.info("job %s was already finished; this run's result is dropped",
