@@ -68,7 +68,9 @@ def test_a_job_is_checked_queued_run_by_a_worker_and_collected(
 
 def test_a_bad_body_is_a_422_now_and_nothing_is_queued(
         host: Host, redis_server: RedisServer) -> None:
-    with host.serve(spec(), jobs=jobs(redis_server)) as client:
+    with host.serve(spec(), jobs=jobs(redis_server), max_body_bytes=4096) as client:
+        large = client.post("/m/jobs", json={"history": [1.0] * 2000, "horizon": 3})
+        assert large.status_code == 413  # the body limit of /predict
         refused = client.post("/m/jobs", json={"history": [1.0, "x"], "horizon": 0})
         assert refused.status_code == 422
         fields = {d["field"] for d in refused.json()["details"]}
