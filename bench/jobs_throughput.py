@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -128,62 +128,67 @@ def _timestamp(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-async def run_jobs(base: str, model: str, body: str, clients: int, duration: float,
-                   poll_s: float) -> tuple[list[float], list[float], int]:
+#: One request of a closed-loop client: the seconds it took and, for a job, its
+#: created→finished seconds; None when it failed.
+Once = Callable[[httpx.AsyncClient], Awaitable[tuple[float, float | None] | None]]
+HEADERS = {"content-type": "application/json"}
+
+
+async def closed_loop(base: str, clients: int, duration: float,
+                      once: Once) -> tuple[list[float], list[float], int]:
+    """`clients` concurrent clients, each calling `once` back to back for `duration`:
+    (latencies, queue times, errors)."""
     latencies: list[float] = []
     queue: list[float] = []
     errors = 0
     stop = time.monotonic() + duration
 
-    async def one(client: httpx.AsyncClient) -> None:
+    async def client_loop(client: httpx.AsyncClient) -> None:
         nonlocal errors
         while time.monotonic() < stop:
-            start = time.perf_counter()
-            reply = await client.post(f"/{model}/jobs", content=body,
-                                      headers={"content-type": "application/json"})
-            if reply.status_code != 202:
+            outcome = await once(client)
+            if outcome is None:
                 errors += 1
                 await asyncio.sleep(0.05)
                 continue
-            url = reply.json()["status_url"]
-            while True:
-                await asyncio.sleep(poll_s)
-                job = (await client.get(url)).json()
-                if job["status"] in ("succeeded", "failed", "cancelled"):
-                    break
-            if job["status"] != "succeeded":
-                errors += 1
-                continue
-            latencies.append(time.perf_counter() - start)
-            queue.append(_timestamp(job["finished_at"]) - _timestamp(job["created_at"]))
+            latencies.append(outcome[0])
+            if outcome[1] is not None:
+                queue.append(outcome[1])
 
     limits = httpx.Limits(max_connections=clients + 4)
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        await asyncio.gather(*(one(client) for _ in range(clients)))
+        await asyncio.gather(*(client_loop(client) for _ in range(clients)))
     return latencies, queue, errors
 
 
-async def run_predict(base: str, model: str, body: str, clients: int,
-                      duration: float) -> tuple[list[float], int]:
-    latencies: list[float] = []
-    errors = 0
-    stop = time.monotonic() + duration
+def predict_once(model: str, body: str) -> Once:
+    async def once(client: httpx.AsyncClient) -> tuple[float, float | None] | None:
+        start = time.perf_counter()
+        reply = await client.post(f"/{model}/predict", content=body, headers=HEADERS)
+        return (time.perf_counter() - start, None) if reply.status_code == 200 else None
 
-    async def one(client: httpx.AsyncClient) -> None:
-        nonlocal errors
-        while time.monotonic() < stop:
-            start = time.perf_counter()
-            reply = await client.post(f"/{model}/predict", content=body,
-                                      headers={"content-type": "application/json"})
-            if reply.status_code != 200:
-                errors += 1
-                continue
-            latencies.append(time.perf_counter() - start)
+    return once
 
-    limits = httpx.Limits(max_connections=clients + 4)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        await asyncio.gather(*(one(client) for _ in range(clients)))
-    return latencies, errors
+
+def job_once(model: str, body: str, poll_s: float) -> Once:
+    """Submit, then poll the status every `poll_s` until the job finished."""
+    async def once(client: httpx.AsyncClient) -> tuple[float, float | None] | None:
+        start = time.perf_counter()
+        reply = await client.post(f"/{model}/jobs", content=body, headers=HEADERS)
+        if reply.status_code != 202:
+            return None
+        url = reply.json()["status_url"]
+        while True:
+            await asyncio.sleep(poll_s)
+            job = (await client.get(url)).json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                break
+        if job["status"] != "succeeded":
+            return None
+        return (time.perf_counter() - start,
+                _timestamp(job["finished_at"]) - _timestamp(job["created_at"]))
+
+    return once
 
 
 def drain(base: str, url: str, path: Path, workdir: Path, count: int, duration: int,
@@ -305,17 +310,17 @@ def main(argv: list[str] | None = None) -> int:
             with serve_config(config, path) as (base, _):
                 for c in clients:
                     print(f"predict, {c} clients …", file=sys.stderr, flush=True)
-                    latencies, errors = asyncio.run(run_predict(
-                        base, workload.name, body, c, args.duration))
+                    latencies, _, errors = asyncio.run(closed_loop(
+                        base, c, args.duration, predict_once(workload.name, body)))
                     rows.append(row("predict", c, args.duration, latencies, None, errors))
                 for count in counts:
                     mode = f"jobs ({count} worker{'s' if count > 1 else ''})"
                     with workers(path, count, workdir):
                         for c in clients:
                             print(f"{mode}, {c} submitters …", file=sys.stderr, flush=True)
-                            latencies, queue, errors = asyncio.run(run_jobs(
-                                base, workload.name, body, c, args.duration,
-                                args.poll_ms / 1000))
+                            latencies, queue, errors = asyncio.run(closed_loop(
+                                base, c, args.duration,
+                                job_once(workload.name, body, args.poll_ms / 1000)))
                             rows.append(row(mode, c, args.duration, latencies, queue, errors))
                 if not args.no_drain:
                     for count in counts:

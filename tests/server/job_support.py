@@ -11,12 +11,12 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from cli_support import Served
 
 from sheaf_core.pipeline_spec import PipelineSpec
 from sheaf_core.spec import ModelSpec
@@ -35,26 +35,8 @@ def write_config(path: Path, specs: Sequence[ModelSpec], jobs: JobSettings,
     return path
 
 
-@dataclass
-class Worker:
-    process: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} from the worker:\n{self.output[-3000:]}")
-            time.sleep(0.05)
+class Worker(Served):
+    """A worker process and its output so far (`Served`'s reader and waits)."""
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -72,7 +54,7 @@ def start_worker(config: Path) -> Worker:
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     worker = Worker(process)
     threading.Thread(target=worker.read, daemon=True).start()
-    worker.wait_for("running jobs of")
+    worker.wait_for("running jobs of", 60)
     return worker
 
 

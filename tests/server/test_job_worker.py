@@ -6,7 +6,10 @@ against Redis, as two workers racing would make them."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from hosts import Host
-from job_support import start_worker, wait_job, workers, write_config
+from job_support import HERE, SCRIPT, start_worker, wait_job, workers, write_config
 from redis_support import RedisServer
 from server_support import POISON
 
@@ -242,3 +245,14 @@ def test_a_script_sent_again_after_a_lost_reply_does_not_act_twice(
         await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_worker_whose_model_fails_to_load_exits_3_naming_it(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    settings = JobSettings(redis_url=redis_server.url)
+    config = write_config(tmp_path / "sheaf.yaml", [spec(fail_load=True)], settings)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
+    ran = subprocess.run([sys.executable, str(SCRIPT), str(config)], env=env, text=True,
+                         capture_output=True, timeout=120)
+    assert ran.returncode == 3, ran.stderr
+    assert "models not loaded: m:" in ran.stderr and "weights are corrupt" in ran.stderr

@@ -32,7 +32,7 @@ def test_serve_and_worker_executables_answer_jobs_the_cli_submits(
     worker = Worker(process)
     threading.Thread(target=worker.read, daemon=True).start()
     try:
-        worker.wait_for("running jobs of baseline")
+        worker.wait_for("running jobs of baseline", 60)
         with served(config) as server:
             url = ("--url", server.url)
             waited = sheaf("jobs", *url, "submit", "baseline", str(body), "--wait")
