@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 
-from sheaf_core.errors import ConfigError
+from sheaf_core.errors import ConfigError, PayloadUnavailable
 from sheaf_core.registry import Registry
 from sheaf_server.asgi.errors import error_body
 from sheaf_server.engine import Call, Engine, RequestError, status_of
@@ -168,9 +168,11 @@ class SheafWorker:
                 self._slot.clear()
                 await self._slot.wait()
                 continue
+            per_stream = max(1, free // len(self.names))  # COUNT applies to each stream
             try:
                 entries = await self._until_redis(
-                    partial(self.store.read, self.names, self.name, free, block_ms=1000))
+                    partial(self.store.read, self.names, self.name, per_stream,
+                            block_ms=1000))
             except redis_errors.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -312,8 +314,16 @@ class SheafWorker:
             error = {**error_body(failed, call.request_id), "status": 500}
             del exc
             return JobStatus.FAILED, {"error": json.dumps(error)}, True
-        fields = await asyncio.to_thread(store_result, self.settings, job.id, body,
-                                         media_type, self.storage_options)
+        try:
+            fields = await asyncio.to_thread(store_result, self.settings, job.id, body,
+                                             media_type, self.storage_options)
+        except Exception:  # storage away: the run is tried again, as a 502 would be
+            log.exception("job %s: writing its result under %s failed", job.id,
+                          self.settings.results_uri)
+            stored = PayloadUnavailable("the result could not be written under "
+                                        "jobs.results_uri; the error is in the worker's log")
+            error = {**error_body(stored, call.request_id), "status": status_of(stored)}
+            return JobStatus.FAILED, {"error": json.dumps(error)}, True
         return JobStatus.SUCCEEDED, fields, False
 
     async def _stream(self, target: Any, job: Job, call: Call) -> tuple[bytes, str] | None:
