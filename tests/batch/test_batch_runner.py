@@ -84,6 +84,27 @@ def test_with_on_invalid_skip_rejects_are_set_aside_and_the_rest_runs(tmp_path: 
     assert (summary.rows, summary.ok, summary.rejected) == (4, 3, 1)
 
 
+def test_with_skip_the_workers_set_invalid_rows_aside_chunk_by_chunk_in_line_order(
+        tmp_path: Path) -> None:
+    """With `skip` each row is parsed once, on a worker: the rejects file is the chunks'
+    rejects joined in order, each record as the driver would have written it."""
+    rows: list = [row(i) for i in range(9)]
+    rows[1] = {"history": [1, "x"], "horizon": 2}
+    rows[4] = "{not json"
+    rows[8] = {"history": [1, 2], "horizon": 0}
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    sink = tmp_path / "out.jsonl"
+    summary = runner().run(BatchSpec(source=str(source), sink=str(sink), on_invalid="skip",
+                                     chunk_rows=2))
+    rejects = read_jsonl(summary.rejects)
+    assert [r["line"] for r in rejects] == [2, 5, 9]
+    assert rejects[0]["fields"][0]["field"] == "history.1"
+    assert rejects[1]["row"] == "{not json" and rejects[2]["fields"][0]["field"] == "horizon"
+    assert [r["request_id"] for r in read_jsonl(str(sink))] == [
+        f"line-{i}" for i in (1, 3, 4, 6, 7, 8)]
+    assert (summary.rows, summary.ok, summary.rejected, summary.failed) == (9, 6, 3, 0)
+
+
 def test_a_row_that_fails_in_the_backend_goes_to_the_errors_file(tmp_path: Path) -> None:
     rows = [row(i) for i in range(30)]
     rows[17]["history"][1] = POISON

@@ -56,8 +56,11 @@ class WorkDir:
         return self._at(f"part-{index:06d}.{kind}")
 
     def write_chunk(self, index: int, responses: list[bytes], errors: list[bytes],
-                    counts: dict[str, int]) -> None:
-        for kind, lines in (("jsonl", responses), ("errors.jsonl", errors)):
+                    counts: dict[str, int], rejects: list[bytes] | None = None) -> None:
+        parts = [("jsonl", responses), ("errors.jsonl", errors)]
+        if rejects is not None:  # the worker validated this chunk (on_invalid: skip)
+            parts.append(("rejects.jsonl", rejects))
+        for kind, lines in parts:
             with self.fs.open(self.part(index, kind), "wb") as f:
                 for line in lines:
                     f.write(line + b"\n")

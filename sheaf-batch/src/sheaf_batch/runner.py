@@ -3,7 +3,9 @@
     runner = BatchRunner(model_spec=spec)
     summary = runner.run(BatchSpec(source="in.jsonl", sink="out.jsonl", batch_size=64))
 
-1. The driver validates every row (streaming) and cuts the source into chunks.
+1. The driver cuts the source into chunks — and with `on_invalid: fail` validates every
+   row first (streaming), so that nothing runs if one is invalid; with `skip` each worker
+   validates its rows as it parses them (one parse per row) and sets invalid ones aside.
 2. Chunks not yet checkpointed run as a Ray Data `map_batches` over chunk descriptors —
    stateless tasks or an actor pool — each worker reading its chunk itself, answering it
    through the engine's request path and checkpointing it. The driver holds descriptors and
@@ -26,7 +28,7 @@ from sheaf_batch.checkpoints import WorkDir
 from sheaf_batch.sinks import write_sink
 from sheaf_batch.sources import Source
 from sheaf_batch.spec import BatchSpec
-from sheaf_batch.validation import InvalidRows, plan
+from sheaf_batch.validation import InvalidRows, chunks, plan
 from sheaf_batch.worker import ChunkActor, JobContext, run_chunks
 from sheaf_core.spec import ModelSpec
 from sheaf_server.engine import Engine
@@ -54,6 +56,11 @@ class BatchSummary:
                 f"({rate:,.0f} rows/s){resumed}")
 
 
+def _answered(counts: dict[str, int]) -> int:
+    """Rows a finished chunk accounts for (answered, failed, or set aside as invalid)."""
+    return counts["ok"] + counts["failed"] + counts.get("rejected", 0)
+
+
 class BatchRunner:
     """Runs jobs for one model. `plugins`: in-process plugin objects (as for the servers);
     `address`: a Ray cluster to join (default: the one this process is connected to, else a
@@ -73,32 +80,41 @@ class BatchRunner:
         job = job.for_model(self.spec)  # unset batch size and resources: the model's
         options = job.storage_options
         source = Source(job.source, options)
-        planned = plan(source, self._runtime, job.chunk_rows, job.rejects_path, options)
-        if planned.rejected and job.on_invalid == "fail":
-            raise InvalidRows(planned.rejected, planned.shown, job.rejects_path)
+        workers_validate = job.on_invalid == "skip"
+        if workers_validate:
+            planned = chunks(source, job.chunk_rows)
+        else:
+            planned = plan(source, self._runtime, job.chunk_rows, job.rejects_path, options)
+            if planned.rejected:
+                raise InvalidRows(planned.rejected, planned.shown, job.rejects_path)
         work = WorkDir(job.work_path, options)
         work.claim({"model": self.spec.model_dump(mode="json"), "source": source.fingerprint(),
-                    "chunk_rows": job.chunk_rows})
+                    "chunk_rows": job.chunk_rows, "on_invalid": job.on_invalid})
         done = work.done()
         pending = [c for c in planned.chunks if c.index not in done]
-        valid = planned.rows - planned.rejected
-        resumed = sum(done[c.index]["ok"] + done[c.index]["failed"] for c in planned.chunks
-                      if c.index in done)
+        resumed = sum(_answered(done[c.index]) for c in planned.chunks if c.index in done)
         if pending:
-            self._execute(job, pending, total=valid, initial=resumed)
+            self._execute(job, pending, total=planned.rows - planned.rejected,
+                          initial=resumed, rejects_here=workers_validate)
         counts = work.done()
         indices = [c.index for c in planned.chunks]
         write_sink(work, indices, job.sink, options)
         with fsspec.open(job.errors_path, "wb", **options) as errors:
             work.copy_parts(indices, "errors.jsonl", errors)
+        rejected = planned.rejected
+        if workers_validate:
+            with fsspec.open(job.rejects_path, "wb", **options) as rejects:
+                work.copy_parts(indices, "rejects.jsonl", rejects)
+            rejected = sum(counts[i].get("rejected", 0) for i in indices)
         work.remove()
         return BatchSummary(
             rows=planned.rows, ok=sum(counts[i]["ok"] for i in indices),
-            rejected=planned.rejected, failed=sum(counts[i]["failed"] for i in indices),
+            rejected=rejected, failed=sum(counts[i]["failed"] for i in indices),
             seconds=time.perf_counter() - started, resumed_chunks=len(done), sink=job.sink,
             errors=job.errors_path, rejects=job.rejects_path)
 
-    def _execute(self, job: BatchSpec, chunks: list, total: int, initial: int) -> None:
+    def _execute(self, job: BatchSpec, pending: list, total: int, initial: int,
+                 rejects_here: bool) -> None:
         import ray
         from tqdm import tqdm
 
@@ -108,8 +124,8 @@ class BatchRunner:
         context.enable_progress_bars = False  # ours counts rows, not blocks
         assert job.batch_size is not None, "run() fills it in from the model (for_model)"
         work = JobContext(self.spec, job.source, job.work_path, job.storage_options,
-                          job.batch_size, self.plugins)
-        items = [asdict(c) for c in chunks]
+                          job.batch_size, self.plugins, rejects_here)
+        items = [asdict(c) for c in pending]
         descriptors = ray.data.from_items(items, override_num_blocks=len(items))
         if job.compute == "actors":
             dataset = descriptors.map_batches(
@@ -127,4 +143,5 @@ class BatchRunner:
                   disable=not self.progress, file=sys.stderr, dynamic_ncols=True,
                   smoothing=0.1) as bar:
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                bar.update(int(batch["ok"].sum() + batch["failed"].sum()))
+                bar.update(int(batch["ok"].sum() + batch["failed"].sum()
+                               + batch["rejected"].sum()))

@@ -1,7 +1,10 @@
-"""Driver-side validation: every row checked against the model type's contract, streaming,
-before any work starts. Invalid rows are written to the rejects file with their line and
-the fields at fault; the checks that need the model's weights (its own refusals) run on the
-workers and land in the errors file."""
+"""Validation against the model type's contract. With `on_invalid: fail` every row is
+checked on the driver, streaming, before any work starts (nothing may run if one is
+invalid); with `skip` the driver only cuts chunks and each worker checks its rows as it
+parses them — one parse per row, where the work is. Invalid rows go to the rejects file
+with their line and the fields at fault (`reject_record`, the same either way); the checks
+that need the model's weights (its own refusals) run on the workers and land in the errors
+file."""
 
 from __future__ import annotations
 
@@ -38,6 +41,12 @@ class Plan:
     shown: list[str] = field(default_factory=list)
 
 
+def reject_record(line: int, text: str, exc: InvalidRequest) -> dict[str, Any]:
+    """A rejects-file record: the line, the fields at fault, the row as it was."""
+    return {"line": line, "fields": [{"field": p.field, "message": p.message}
+                                     for p in exc.problems], "row": text.rstrip("\n")}
+
+
 def plan(source: Source, runtime: ModelRuntime, chunk_rows: int, rejects: str,
          storage_options: dict[str, Any]) -> Plan:
     """Scan `source`: validate each row, write rejects, cut the chunks."""
@@ -50,12 +59,22 @@ def plan(source: Source, runtime: ModelRuntime, chunk_rows: int, rejects: str,
                 request_path.parse(runtime.contract.request.model_validate_json, text)
             except InvalidRequest as exc:
                 result.rejected += 1
-                problems = [{"field": p.field, "message": p.message} for p in exc.problems]
-                out.write(json.dumps({"line": line, "fields": problems,
-                                      "row": text.rstrip("\n")}) + "\n")
+                record = reject_record(line, text, exc)
+                out.write(json.dumps(record) + "\n")
                 if len(result.shown) < SHOWN:
                     result.shown.append(f"line {line}: " + "; ".join(
-                        f"{p['field']}: {p['message']}" for p in problems))
+                        f"{p['field']}: {p['message']}" for p in record["fields"]))
 
         result.chunks = source.scan(chunk_rows, check)
+    return result
+
+
+def chunks(source: Source, chunk_rows: int) -> Plan:
+    """Scan `source` for its chunks only (`on_invalid: skip`: the workers validate)."""
+    result = Plan(chunks=[])
+
+    def count(line: int, text: str) -> None:
+        result.rows += 1
+
+    result.chunks = source.scan(chunk_rows, count)
     return result

@@ -18,6 +18,7 @@ import numpy as np
 
 from sheaf_batch.checkpoints import WorkDir
 from sheaf_batch.sources import Chunk, Source
+from sheaf_batch.validation import reject_record
 from sheaf_core.errors import InvalidRequest, RequestError
 from sheaf_core.spec import ModelSpec
 from sheaf_server.engine import BackendFailed, Call, Engine, ModelRuntime, request_path
@@ -36,6 +37,9 @@ class JobContext:
     storage_options: dict[str, Any]
     batch_size: int
     plugins: tuple[object, ...] = ()
+    #: `on_invalid: skip`: rows are validated here, as they are parsed, and invalid ones
+    #: written to the chunk's rejects part (with `fail` the driver validated every row).
+    rejects_here: bool = False
 
 
 _runtimes: dict[str, ModelRuntime] = {}
@@ -85,28 +89,34 @@ def _run(runtime: ModelRuntime, job: JobContext,
          batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     source = Source(job.source, job.storage_options)
     work = WorkDir(job.work_dir, job.storage_options)
-    counts: dict[str, list[int]] = {"index": [], "rows": [], "ok": [], "failed": []}
+    counts: dict[str, list[int]] = {"index": [], "rows": [], "ok": [], "failed": [],
+                                    "rejected": []}
     for i in range(len(batch["index"])):
         chunk = Chunk(**{field: int(batch[field][i]) for field in
                          ("index", "first_line", "lines", "rows", "offset")})
-        ok, failed = run_chunk(runtime, job, source, work, chunk)
-        for key, value in (("index", chunk.index), ("rows", chunk.rows), ("ok", ok),
-                           ("failed", failed)):
+        done = run_chunk(runtime, job, source, work, chunk)
+        for key, value in (("index", chunk.index), ("rows", chunk.rows), ("ok", done["ok"]),
+                           ("failed", done["failed"]), ("rejected", done["rejected"])):
             counts[key].append(value)
     return {key: np.array(values) for key, values in counts.items()}
 
 
 def run_chunk(runtime: ModelRuntime, job: JobContext, source: Source, work: WorkDir,
-              chunk: Chunk) -> tuple[int, int]:
-    """Answer every row of `chunk` and checkpoint it; (rows answered, rows failed). Rows the
-    driver found invalid are skipped here (they are in the rejects file)."""
+              chunk: Chunk) -> dict[str, int]:
+    """Answer every row of `chunk` and checkpoint it; its counts (ok, failed, rejected).
+    An invalid row is written to the chunk's rejects part when this worker validates
+    (`rejects_here`); else the driver already reported it."""
     calls: list[Call] = []
     lines: list[int] = []
+    rejects: list[bytes] = []
+    validate = runtime.contract.request.model_validate_json
     for line, text in source.rows(chunk):
         try:
-            request = request_path.parse(runtime.contract.request.model_validate_json, text)
-        except InvalidRequest:
-            continue  # reported by the driver's validation
+            request = request_path.parse(validate, text)
+        except InvalidRequest as exc:
+            if job.rejects_here:
+                rejects.append(json.dumps(reject_record(line, text, exc)).encode())
+            continue
         calls.append(Call(runtime.name, f"line-{line}", request=request, id_generated=True))
         lines.append(line)
     responses: list[bytes] = []
@@ -117,9 +127,11 @@ def run_chunk(runtime: ModelRuntime, job: JobContext, source: Source, work: Work
             errors.append(_error(line, result))
         else:
             responses.append(result)
-    work.write_chunk(chunk.index, responses, errors,
-                     {"rows": chunk.rows, "ok": len(responses), "failed": len(errors)})
-    return len(responses), len(errors)
+    counts = {"rows": chunk.rows, "ok": len(responses), "failed": len(errors),
+              "rejected": len(rejects)}
+    work.write_chunk(chunk.index, responses, errors, counts,
+                     rejects if job.rejects_here else None)
+    return counts
 
 
 def _error(line: int, exc: RequestError) -> bytes:
