@@ -5,9 +5,10 @@ For N rows (default 10,000) of tiny Chronos-Bolt (random weights, built here, lo
 
   limit        in this process: `ChronosBackend.predict` over the parsed rows in batches
                of 64, one torch thread — the hardware's figure for one core, no I/O, no JSON;
-  engine path  in this process, no Ray: the driver's validation pass, then each chunk
-               through the workers' code (`run_chunk`: read, parse, check, predict_each,
-               encode, checkpoint) — what sheaf-batch itself costs per row;
+  engine path  in this process, no Ray: with on_invalid fail the driver's validation pass,
+               then each chunk through the workers' code (`run_chunk`: read, parse,
+               check, predict_each, encode, checkpoint) — what sheaf-batch itself costs
+               per row; with skip, no driver pass (each row parsed once, by the worker);
   tasks        `BatchRunner` with compute='tasks' (one CPU each) on a local Ray cluster:
                first job (worker processes import torch and load the model), then a
                second job on the same cluster (warm workers reuse their loaded backend);
@@ -79,29 +80,35 @@ def limit(model_dir: Path, source: Path) -> Row:
     return Row("limit (in-process predict loop)", len(requests), seconds, rate, 1, rate)
 
 
-def engine_path(model_dir: Path, source: Path, workdir: Path) -> Row:
+def engine_path(model_dir: Path, source: Path, workdir: Path, on_invalid: str) -> Row:
+    """`fail`: the driver validates every row, then the workers parse them again; `skip`:
+    the driver only cuts chunks, each row is parsed once, by the worker."""
     from sheaf_batch.checkpoints import WorkDir
     from sheaf_batch.sources import Source
-    from sheaf_batch.validation import plan
+    from sheaf_batch.validation import chunks, plan
     from sheaf_batch.worker import JobContext, _runtime, run_chunk
     from sheaf_core import ModelSpec
 
     spec = ModelSpec(name="bolt", backend="chronos", backend_kwargs={"model_id": str(model_dir)})
-    context = JobContext(spec, str(source), str(workdir / "engine.parts"), {}, BATCH)
+    skip = on_invalid == "skip"
+    context = JobContext(spec, str(source), str(workdir / f"engine-{on_invalid}.parts"), {},
+                         BATCH, rejects_here=skip)
     runtime = _runtime(context)
     work = WorkDir(context.work_dir)
     work.fs.makedirs(work.root, exist_ok=True)
     started = time.perf_counter()
-    planned = plan(Source(str(source)), runtime, 1024, str(workdir / "rejects.jsonl"), {})
+    planned = chunks(Source(str(source)), 1024) if skip else \
+        plan(Source(str(source)), runtime, 1024, str(workdir / "rejects.jsonl"), {})
     for chunk in planned.chunks:
         run_chunk(runtime, context, Source(str(source)), work, chunk)
     seconds = time.perf_counter() - started
     rate = planned.rows / seconds
-    return Row("engine path in-process (no Ray)", planned.rows, seconds, rate, 1, rate)
+    return Row(f"engine path in-process (no Ray), on_invalid {on_invalid}", planned.rows,
+               seconds, rate, 1, rate)
 
 
 def job(mode: str, model_dir: Path, source: Path, workdir: Path, cores: int,
-        label: str) -> Row:
+        label: str, on_invalid: str = "fail") -> Row:
     from sheaf_batch import BatchRunner, BatchSpec
     from sheaf_core import ModelSpec
 
@@ -110,11 +117,13 @@ def job(mode: str, model_dir: Path, source: Path, workdir: Path, cores: int,
     sink = workdir / f"{mode}.jsonl"
     started = time.perf_counter()
     summary = runner.run(BatchSpec(source=str(source), sink=str(sink), batch_size=BATCH,
-                                   compute=mode, num_actors=cores, num_cpus=1))
+                                   compute=mode, num_actors=cores, num_cpus=1,
+                                   on_invalid=on_invalid))
     seconds = time.perf_counter() - started
     assert summary.ok == summary.rows, summary
     rate = summary.ok / seconds
-    return Row(f"sheaf-batch {mode}, {label}", summary.ok, seconds, rate, cores, rate / cores)
+    return Row(f"sheaf-batch {mode}, {label}, on_invalid {on_invalid}", summary.ok, seconds,
+               rate, cores, rate / cores)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,11 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         print("limit …", file=sys.stderr, flush=True)
         rows.append(limit(model_dir, source))
         print("engine path …", file=sys.stderr, flush=True)
-        rows.append(engine_path(model_dir, source, workdir))
+        rows.append(engine_path(model_dir, source, workdir, "fail"))
+        rows.append(engine_path(model_dir, source, workdir, "skip"))
         ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
         print("tasks …", file=sys.stderr, flush=True)
         rows.append(job("tasks", model_dir, source, workdir, cores, "first job"))
         rows.append(job("tasks", model_dir, source, workdir, cores, "next job"))
+        rows.append(job("tasks", model_dir, source, workdir, cores, "next job", "skip"))
         print("actors …", file=sys.stderr, flush=True)
         rows.append(job("actors", model_dir, source, workdir, cores, "any job"))
         ray.shutdown()
@@ -154,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     publish("batch_throughput", [
         f"{args.rows:,} rows of tiny Chronos-Bolt (history 128, horizon 16, quantiles), "
         f"batch size {BATCH}, chunk_rows 1024; one torch thread per worker. Job rows include "
-        "driver validation, scheduling, I/O, JSON, checkpoints and the final join, but not "
-        "starting the cluster.", "",
+        "driver validation (on_invalid fail; with skip the workers validate as they parse), "
+        "scheduling, I/O, JSON, checkpoints and the final join, but not starting the "
+        "cluster.", "",
         *lines], rows, not args.no_save)
     return 0
 
