@@ -19,6 +19,7 @@ Without keys, a job id (192 random bits) is what reads it.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Query
@@ -39,11 +40,12 @@ from sheaf_server.security.middleware import caller
 from sheaf_server.settings import JobSettings
 
 IDEMPOTENCY_HEADER = "idempotency-key"
-JOB_RESPONSES = ERROR_RESPONSES
+#: How a route makes its `Call`: through the app's admission check (asgi.app `_call`).
+CallOf = Callable[[Request, str, bytes], Call]
 
 
 def add_job_routes(app: FastAPI, engine: ServingEngine, settings: JobSettings,
-                   call_of: Any) -> JobStore:
+                   call_of: CallOf) -> JobStore:
     """Register the job routes; `call_of(request, name, body)` makes a route's `Call`
     through the app's admission check (keys, scopes, rate limits), as /predict does."""
     store = JobStore(settings)
@@ -61,12 +63,12 @@ def add_job_routes(app: FastAPI, engine: ServingEngine, settings: JobSettings,
         jobs = await store.recent(model=model, status=status, owner=owner, limit=limit)
         return {"jobs": [_status(job) for job in jobs]}
 
-    @app.get("/jobs/{job_id}", tags=["jobs"], responses=JOB_RESPONSES,
+    @app.get("/jobs/{job_id}", tags=["jobs"], responses=ERROR_RESPONSES,
              summary="A job's status, progress, and result once it succeeded")
     async def get_job(request: Request, job_id: str) -> dict[str, Any]:
         return _status(await _owned(request, store, job_id), with_result=True)
 
-    @app.get("/jobs/{job_id}/result", tags=["jobs"], responses=JOB_RESPONSES,
+    @app.get("/jobs/{job_id}/result", tags=["jobs"], responses=ERROR_RESPONSES,
              summary="A succeeded job's result, as the model encoded it")
     async def get_result(request: Request, job_id: str) -> Response:
         job = await _owned(request, store, job_id)
@@ -77,7 +79,7 @@ def add_job_routes(app: FastAPI, engine: ServingEngine, settings: JobSettings,
             raise JobConflict(f"job {job_id!r}'s result is stored at {job.result_url}")
         return Response(job.result, media_type=job.result_media_type or JSON_MEDIA_TYPE)
 
-    @app.delete("/jobs/{job_id}", tags=["jobs"], responses=JOB_RESPONSES,
+    @app.delete("/jobs/{job_id}", tags=["jobs"], responses=ERROR_RESPONSES,
                 summary="Cancel a queued job (a running one stops at its next step when "
                 "its model streams)")
     async def cancel_job(request: Request, job_id: str) -> JSONResponse:
@@ -90,15 +92,15 @@ def add_job_routes(app: FastAPI, engine: ServingEngine, settings: JobSettings,
 
 
 def _add_submit(app: FastAPI, engine: ServingEngine, runtime: ServedModel, store: JobStore,
-                call_of: Any) -> None:
+                call_of: CallOf) -> None:
     name = runtime.name
 
     async def submit(request: Request) -> JSONResponse:
         body = await read_body(request, engine.settings)
         body, callback_url = _callback_of(request, body)
+        call = call_of(request, name, body)  # may this caller call the model at all?
         if callback_url is not None:
             check_callback(callback_url, store.settings)
-        call: Call = call_of(request, name, body)
         settled = await runtime.validate(call)
         request.scope["state"][STATE_KEY] = settled.request_id
         principal = caller(request.scope)
@@ -120,7 +122,7 @@ def _add_submit(app: FastAPI, engine: ServingEngine, runtime: ServedModel, store
     app.add_api_route(
         f"/{name}/jobs", submit, methods=["POST"], tags=["jobs", f"model: {name}"],
         status_code=202, responses={202: {"description": "Queued: `{job_id, status_url}` and "
-                                          "a Location header"}, **JOB_RESPONSES},
+                                          "a Location header"}, **ERROR_RESPONSES},
         summary=f"{runtime.summary} — as an asynchronous job",
         operation_id=f"submit_job_{name}", openapi_extra=request_body(runtime.contract))
 
