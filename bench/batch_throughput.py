@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r.per_core:,.0f} | {100 * (r.share_of_limit or 0):.0f}% |" for r in rows]
     publish("batch_throughput", [
         f"{args.rows:,} rows of tiny Chronos-Bolt (history 128, horizon 16, quantiles), "
-        f"batch size {BATCH}, chunk_rows 1024; one torch thread per worker. Job rows include "
+        f"batch size {BATCH}, chunk_rows auto (jobs; 1024 for the engine path); one torch "
+        "thread per worker. Job rows include "
         "driver validation (on_invalid fail; with skip the workers validate as they parse), "
         "scheduling, I/O, JSON, checkpoints and the final join, but not starting the "
         "cluster.", "",

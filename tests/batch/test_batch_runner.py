@@ -16,6 +16,9 @@ from batch_support import POISON, BatchTestPlugin
 from feast_support import build_feature_repo
 
 from sheaf_batch import BatchRunner, BatchSpec, InvalidRows
+from sheaf_batch.checkpoints import WorkDir
+from sheaf_batch.runner import auto_chunk_rows
+from sheaf_batch.sources import Source
 from sheaf_core import ModelSpec
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -247,3 +250,29 @@ def test_graphcast_forecasts_many_initial_times_as_a_job(tmp_path: Path) -> None
             np.testing.assert_allclose(
                 EncodedArray.model_validate(step_got["atmospheric"]["z"]).to_numpy(),
                 step_want.atmospheric["z"].to_numpy(), rtol=1e-5)
+
+
+def test_auto_chunks_are_about_two_per_worker_and_a_resumed_job_keeps_its_size(
+        tmp_path: Path) -> None:
+    """`chunk_rows: auto` (the default): few, large chunks — each is a Ray task, and
+    scheduling must not dominate a small model's job — bounded both ways; a job resumed
+    from checkpoints cuts its chunks as the checkpoints were cut, whatever the cluster."""
+    assert auto_chunk_rows(10_000, 2) == 2_500
+    assert auto_chunk_rows(100, 8) == 1_024
+    assert auto_chunk_rows(10**8, 4) == 65_536
+    big = write_jsonl(tmp_path / "big.jsonl", [row(i % 20) for i in range(3000)])
+    estimate = Source(str(big)).estimate_rows(sample_bytes=4096)
+    assert 2700 <= estimate <= 3300
+    bolt = runner()
+    job = BatchSpec(source=str(big), sink=str(tmp_path / "big-out.jsonl"), compute="actors",
+                    num_actors=1)
+    assert bolt._chunk_rows(job, Source(str(big)), WorkDir(job.work_path)) == 1_500
+    source = write_jsonl(tmp_path / "in.jsonl", [row(i % 20) for i in range(300)])
+    job = BatchSpec(source=str(source), sink=str(tmp_path / "out.jsonl"))
+    work = WorkDir(job.work_path)  # checkpoints of a job killed after cutting 100-row chunks
+    work.claim({"model": bolt.spec.model_dump(mode="json"),
+                "source": Source(str(source)).fingerprint(), "chunk_rows": 100,
+                "on_invalid": "fail"})
+    assert bolt._chunk_rows(job, Source(str(source)), work) == 100
+    summary = bolt.run(job)  # resumes: same identity, so the directory is accepted
+    assert summary.ok == 300 and not Path(job.work_path).exists()

@@ -26,6 +26,15 @@ class WorkDir:
     def _at(self, name: str) -> str:
         return f"{self.root}/{name}"
 
+    def identity(self) -> dict[str, Any] | None:
+        """The job these checkpoints belong to (`claim`'s record), if any."""
+        manifest = self._at("job.json")
+        if not self.fs.exists(manifest):
+            return None
+        with self.fs.open(manifest, "r") as f:
+            recorded: dict[str, Any] = json.load(f)
+        return recorded
+
     def claim(self, identity: dict[str, Any]) -> None:
         """Start or resume: the directory must be new, or hold this very job."""
         manifest = self._at("job.json")

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Iterable
@@ -56,6 +57,16 @@ class BatchSummary:
                 f"({rate:,.0f} rows/s){resumed}")
 
 
+#: The bounds of `chunk_rows: auto`: below, scheduling dominates small models; above, a
+#: killed job redoes too much and a worker holds too many rows.
+MIN_AUTO_CHUNK, MAX_AUTO_CHUNK = 1024, 65_536
+
+
+def auto_chunk_rows(rows: int, parallelism: int) -> int:
+    """About two chunks per worker, within MIN_AUTO_CHUNK..MAX_AUTO_CHUNK rows."""
+    return max(MIN_AUTO_CHUNK, min(MAX_AUTO_CHUNK, math.ceil(rows / (2 * parallelism))))
+
+
 def _answered(counts: dict[str, int]) -> int:
     """Rows a finished chunk accounts for (answered, failed, or set aside as invalid)."""
     return counts["ok"] + counts["failed"] + counts.get("rejected", 0)
@@ -80,16 +91,17 @@ class BatchRunner:
         job = job.for_model(self.spec)  # unset batch size and resources: the model's
         options = job.storage_options
         source = Source(job.source, options)
+        work = WorkDir(job.work_path, options)
+        chunk_rows = self._chunk_rows(job, source, work)
         workers_validate = job.on_invalid == "skip"
         if workers_validate:
-            planned = chunks(source, job.chunk_rows)
+            planned = chunks(source, chunk_rows)
         else:
-            planned = plan(source, self._runtime, job.chunk_rows, job.rejects_path, options)
+            planned = plan(source, self._runtime, chunk_rows, job.rejects_path, options)
             if planned.rejected:
                 raise InvalidRows(planned.rejected, planned.shown, job.rejects_path)
-        work = WorkDir(job.work_path, options)
         work.claim({"model": self.spec.model_dump(mode="json"), "source": source.fingerprint(),
-                    "chunk_rows": job.chunk_rows, "on_invalid": job.on_invalid})
+                    "chunk_rows": chunk_rows, "on_invalid": job.on_invalid})
         done = work.done()
         pending = [c for c in planned.chunks if c.index not in done]
         resumed = sum(_answered(done[c.index]) for c in planned.chunks if c.index in done)
@@ -113,13 +125,42 @@ class BatchRunner:
             seconds=time.perf_counter() - started, resumed_chunks=len(done), sink=job.sink,
             errors=job.errors_path, rejects=job.rejects_path)
 
+    def _chunk_rows(self, job: BatchSpec, source: Source, work: WorkDir) -> int:
+        """The job's chunk size: as set; or, for `auto`, the size its checkpoints were cut
+        with (a resumed job must cut alike), else about two chunks per worker — each chunk
+        is a Ray task, and with fewer, larger ones scheduling no longer dominates a small
+        model's job (10k rows, 2 cores: 1,024-row chunks 1.4 s, 2,500-row chunks 1.05 s)."""
+        if job.chunk_rows != "auto":
+            return job.chunk_rows
+        recorded = work.identity()
+        if recorded is not None and recorded.get("source") == source.fingerprint():
+            return int(recorded["chunk_rows"])
+        return auto_chunk_rows(source.estimate_rows(), self._parallelism(job))
+
+    def _parallelism(self, job: BatchSpec) -> int:
+        """How many chunks run at once: the actors, or the tasks the cluster's CPUs fit."""
+        if job.compute == "actors":
+            return job.num_actors
+        if job.concurrency:
+            return job.concurrency
+        import ray
+
+        self._connect()
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        return max(1, int(cpus // (job.num_cpus or 1)))
+
+    def _connect(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False)
+
     def _execute(self, job: BatchSpec, pending: list, total: int, initial: int,
                  rejects_here: bool) -> None:
         import ray
         from tqdm import tqdm
 
-        if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False)
+        self._connect()
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours counts rows, not blocks
         assert job.batch_size is not None, "run() fills it in from the model (for_model)"

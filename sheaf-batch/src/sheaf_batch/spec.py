@@ -4,7 +4,7 @@ with a `ModelSpec` (the same schema as a model of sheaf.yaml)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -32,8 +32,11 @@ class BatchSpec(BaseModel):
     batch_size: int | None = Field(default=None, ge=1, le=65_536, description="Rows per "
                                    "backend call; default the model's "
                                    "batching.max_batch_size.")
-    chunk_rows: int = Field(default=1024, ge=1, description="Rows per unit of work: what a "
-                            "worker reads, runs and checkpoints at once.")
+    chunk_rows: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        default="auto", description="Rows per unit of work: what a worker reads, runs and "
+        "checkpoints at once (a Parquet row group is always one). auto: about two chunks "
+        "per worker, from the source's estimated rows (1,024 to 65,536); a resumed job keeps "
+        "the size its checkpoints were cut with.")
     compute: Literal["tasks", "actors"] = Field(
         default="tasks", description="tasks: stateless Ray tasks, one backend per worker "
         "process; actors: a pool of `num_actors` actors, one backend each.")
