@@ -256,3 +256,21 @@ def test_a_worker_whose_model_fails_to_load_exits_3_naming_it(
                          capture_output=True, timeout=120)
     assert ran.returncode == 3, ran.stderr
     assert "models not loaded: m:" in ran.stderr and "weights are corrupt" in ran.stderr
+
+
+@TIER_1
+def test_queued_jobs_of_one_model_run_in_batches(
+        host: Host, redis_server: RedisServer, tmp_path: Path) -> None:
+    """A worker runs up to `jobs.concurrency` jobs at once through the model's batcher, so
+    16 waiting jobs take far fewer than 16 backend calls (one step-log line per call). The
+    scripted backend streams, so `stream_progress: false` sends its jobs through predict
+    (a streamed run takes a batch of its own: progress and cancel, one job at a time)."""
+    calls = tmp_path / "calls.log"
+    model = spec(work_steps=1, step_delay_s=0.05, step_log=str(calls))
+    settings = JobSettings(redis_url=redis_server.url, stream_progress=False)
+    config = write_config(tmp_path / "sheaf.yaml", [model], settings)
+    with host.serve(model, jobs=settings) as client:
+        ids = [client.post("/m/jobs", json=BODY).json()["job_id"] for _ in range(16)]
+        with workers(config):
+            assert all(wait_job(client, j)["status"] == "succeeded" for j in ids)
+        assert len(calls.read_text().split()) <= 4, calls.read_text()
