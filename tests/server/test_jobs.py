@@ -91,6 +91,7 @@ def test_an_idempotency_key_answers_a_retried_submit_with_the_first_job(
         assert first.status_code == again.status_code == other.status_code == 202
         assert again.json()["job_id"] == first.json()["job_id"] != other.json()["job_id"]
         assert again.headers["idempotent-replayed"] == "true"
+        assert again.json()["status"] == "queued"  # the first job's, as it stands
         assert "idempotent-replayed" not in first.headers
         reused = client.post("/m/jobs", json={**BODY, "horizon": 5},
                              headers={"Idempotency-Key": "order-7"})

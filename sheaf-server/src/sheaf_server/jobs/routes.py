@@ -113,11 +113,12 @@ def _add_submit(app: FastAPI, engine: ServingEngine, runtime: ServedModel, store
             request_id=settled.request_id, callback_url=callback_url, idempotency_key=key)
         url = f"/jobs/{submitted.job_id}"
         headers = {"Location": url}
-        if not submitted.created:
+        status = "queued"
+        if not submitted.created:  # the first submit's job, as it stands now
             headers["Idempotent-Replayed"] = "true"
+            status = (await store.get(submitted.job_id)).status.value
         return JSONResponse({"job_id": submitted.job_id, "status_url": url,
-                             "status": "queued" if submitted.created else None},
-                            status_code=202, headers=headers)
+                             "status": status}, status_code=202, headers=headers)
 
     app.add_api_route(
         f"/{name}/jobs", submit, methods=["POST"], tags=["jobs", f"model: {name}"],
