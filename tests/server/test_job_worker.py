@@ -274,3 +274,41 @@ def test_queued_jobs_of_one_model_run_in_batches(
         with workers(config):
             assert all(wait_job(client, j)["status"] == "succeeded" for j in ids)
         assert len(calls.read_text().split()) <= 4, calls.read_text()
+
+
+def test_a_delivery_whose_reply_was_lost_is_run_without_waiting_for_the_timeout(
+        redis_server: RedisServer) -> None:
+    """Redis dies after delivering entries to a worker but before the worker got the reply:
+    they are the worker's (pending) though it never saw them. The worker reads its own
+    pending entries when it starts and after any Redis trouble, so such a job runs now,
+    not after `visibility_timeout_s` (300 s here)."""
+    from server_support import ScriptedPlugin
+
+    from sheaf_server.jobs.worker import SheafWorker
+    from sheaf_server.settings import SheafConfig
+
+    settings = JobSettings(redis_url=redis_server.url, visibility_timeout_s=300)
+    config = SheafConfig(models=[spec()], jobs=settings)
+
+    async def scenario() -> None:
+        store = _store(redis_server)
+        job_id = (await store.submit("m", json_body(), media_type="application/json",
+                                     owner="", request_id=None)).job_id
+        assert len(await store.read(["m"], "w1", 10, 100)) == 1  # delivered, reply "lost"
+        worker = SheafWorker(config, plugins=[ScriptedPlugin()], name="w1")
+        running = asyncio.create_task(worker.run())
+        deadline = time.monotonic() + 30
+        while (await store.get(job_id)).status is not JobStatus.SUCCEEDED:
+            assert time.monotonic() < deadline and not running.done()
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await running
+        await store.close()
+
+    asyncio.run(scenario())
+
+
+def json_body() -> bytes:
+    import json
+
+    return json.dumps(BODY).encode()

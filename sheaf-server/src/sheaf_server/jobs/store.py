@@ -490,11 +490,14 @@ class JobStore:
     # -- the worker's side ---------------------------------------------------------------
 
     async def read(self, models: Sequence[str], worker: str, count: int,
-                   block_ms: int) -> list[tuple[str, str, str]]:
-        """New entries for this worker: (model, entry id, job id)."""
-        streams: dict[Any, Any] = {self.keys.stream(m): ">" for m in models}
+                   block_ms: int, *, own: bool = False) -> list[tuple[str, str, str]]:
+        """New entries for this worker: (model, entry id, job id). `own`: instead, the
+        entries already delivered to this worker and not acknowledged — those whose
+        delivery reply a dropped connection lost (Redis recorded them as this worker's, the
+        worker never saw them)."""
+        streams: dict[Any, Any] = {self.keys.stream(m): "0" if own else ">" for m in models}
         replies = await self.client.xreadgroup(GROUP, worker, streams, count=count,
-                                               block=block_ms)
+                                               block=None if own else block_ms)
         return self._entries(models, replies)
 
     async def reclaim(self, model: str, worker: str, idle_ms: int,

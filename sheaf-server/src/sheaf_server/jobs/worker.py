@@ -92,6 +92,7 @@ class SheafWorker:
         self._stopping = asyncio.Event()
         self._slot = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()  # callbacks in flight
+        self._troubles = 0  # Redis errors seen (a read then also looks at own entries)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -162,6 +163,7 @@ class SheafWorker:
     # -- the loops -----------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
+        own = True  # first, and after Redis trouble: entries delivered to us, never seen
         while not self._stopping.is_set():
             free = self.settings.concurrency - len(self.running)
             if free <= 0:
@@ -169,10 +171,20 @@ class SheafWorker:
                 await self._slot.wait()
                 continue
             per_stream = max(1, free // len(self.names))  # COUNT applies to each stream
+            if own:  # every entry we hold: the running ones and any we never saw
+                per_stream = len(self.running) + self.settings.concurrency
+            troubles = self._troubles
             try:
                 entries = await self._until_redis(
                     partial(self.store.read, self.names, self.name, per_stream,
-                            block_ms=1000))
+                            block_ms=1000, own=own))
+                if own:
+                    entries = [e for e in entries or [] if e[2] not in self.running]
+                    own = bool(entries)  # until none is left
+                if self._troubles != troubles:
+                    # a read whose reply a dropped connection lost may still have
+                    # delivered entries to us: look at our own pending ones next
+                    own = True
             except redis_errors.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -374,6 +386,7 @@ class SheafWorker:
             delay = min(delay * 2, 5.0)
 
     def _redis_trouble(self, what: str, exc: Exception) -> None:
+        self._troubles += 1
         if is_transient(exc):
             log.warning("worker %s: Redis unavailable while %s (%s); retrying", self.name,
                         what, type(exc).__name__)
