@@ -273,27 +273,21 @@ def measure(name: str, seconds: float, workdir: Path) -> Row | None:
             for a, b in pairs:
                 a.close()
                 b.close()
-        elif name == "Unix socket (asyncio)":
-            path = str(workdir / f"{label}.sock")
+        else:  # a listening server (its address ready before clients connect)
+            if name.startswith("ZeroMQ"):
+                try:
+                    import zmq  # noqa: F401
+                except ImportError:
+                    return None
+                serve, client, address = serve_zmq, client_zmq, f"ipc://{workdir}/{label}.zmq"
+            else:
+                serve, client, address = serve_unix, client_unix, str(workdir / f"{label}.sock")
             ready = ctx.Event()
-            server = ctx.Process(target=serve_unix, args=(path, ready), daemon=True)
+            server = ctx.Process(target=serve, args=(address, ready), daemon=True)
             server.start()
             ready.wait(10)
-            runs[label] = _in_process_pool(client_unix, [(path, in_flight, seconds)
-                                                         for _ in range(clients)])
-            server.terminate()
-        else:
-            try:
-                import zmq  # noqa: F401
-            except ImportError:
-                return None
-            address = f"ipc://{workdir}/{label}.zmq"
-            ready = ctx.Event()
-            server = ctx.Process(target=serve_zmq, args=(address, ready), daemon=True)
-            server.start()
-            ready.wait(10)
-            runs[label] = _in_process_pool(client_zmq, [(address, in_flight, seconds)
-                                                        for _ in range(clients)])
+            runs[label] = _in_process_pool(client, [(address, in_flight, seconds)
+                                                    for _ in range(clients)])
             server.terminate()
         server.join(10)
     latency = sorted(runs["latency"][0])
