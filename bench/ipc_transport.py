@@ -152,22 +152,32 @@ def client_queues(requests: Any, replies: Any, client: int, in_flight: int,
     return latencies
 
 
-def client_pipe(conn: Any, in_flight: int, seconds: float) -> list[float]:
+def _closed_loop(send: Callable[[tuple[int, Call]], object],
+                 recv: Callable[[], tuple[int, Any]], in_flight: int,
+                 seconds: float) -> list[float]:
+    """`in_flight` calls outstanding until `seconds` pass: each answer sends the next."""
     sent: dict[int, float] = {}
     latencies: list[float] = []
     stop = time.monotonic() + seconds
-    n = 0
-    for _ in range(in_flight):
+
+    def next_call(n: int) -> None:
         sent[n] = time.perf_counter()
-        conn.send((n, sample_call(n)))
-        n += 1
+        send((n, sample_call(n)))
+
+    n = 0
+    for n in range(in_flight):
+        next_call(n)
     while sent:
-        tag, _ = conn.recv()
+        tag, _ = recv()
         latencies.append(time.perf_counter() - sent.pop(tag))
         if time.monotonic() < stop:
-            sent[n] = time.perf_counter()
-            conn.send((n, sample_call(n)))
             n += 1
+            next_call(n)
+    return latencies
+
+
+def client_pipe(conn: Any, in_flight: int, seconds: float) -> list[float]:
+    latencies = _closed_loop(conn.send, conn.recv, in_flight, seconds)
     conn.close()
     return latencies
 
@@ -212,21 +222,8 @@ def client_zmq(address: str, in_flight: int, seconds: float) -> list[float]:
 
     socket = zmq.Context().socket(zmq.DEALER)
     socket.connect(address)
-    sent: dict[int, float] = {}
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
-    n = 0
-    for _ in range(in_flight):
-        sent[n] = time.perf_counter()
-        socket.send(pickle.dumps((n, sample_call(n)), protocol=5))
-        n += 1
-    while sent:
-        tag, _ = pickle.loads(socket.recv())
-        latencies.append(time.perf_counter() - sent.pop(tag))
-        if time.monotonic() < stop:
-            sent[n] = time.perf_counter()
-            socket.send(pickle.dumps((n, sample_call(n)), protocol=5))
-            n += 1
+    latencies = _closed_loop(lambda item: socket.send(pickle.dumps(item, protocol=5)),
+                             lambda: pickle.loads(socket.recv()), in_flight, seconds)
     socket.close(linger=0)
     return latencies
 

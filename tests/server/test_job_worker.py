@@ -312,3 +312,22 @@ def json_body() -> bytes:
     import json
 
     return json.dumps(BODY).encode()
+
+
+@TIER_1
+def test_one_worker_runs_the_jobs_of_two_models_read_from_both_streams(
+        host: Host, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Two models in one server and one worker: a read covers both streams, each job is
+    answered by its own model (the second adds 10 to every forecast)."""
+    models = [ServedModelSpec(name="a", backend="test", warmup=False),
+              ServedModelSpec(name="b", backend="test", backend_kwargs={"bias": 10.0},
+                              warmup=False)]
+    settings = JobSettings(redis_url=redis_server.url, concurrency=4)
+    config = write_config(tmp_path / "sheaf.yaml", models, settings)
+    with host.serve(*models, jobs=settings) as client, workers(config):
+        ids = [(name, client.post(f"/{name}/jobs", json=BODY).json()["job_id"])
+               for _ in range(6) for name in ("a", "b")]
+        for name, job_id in ids:
+            job = wait_job(client, job_id)
+            assert job["status"] == "succeeded" and job["model"] == name
+            assert job["result"]["mean"] == ([4.0] * 3 if name == "a" else [14.0] * 3)

@@ -95,16 +95,14 @@ def _parser() -> argparse.ArgumentParser:
                        "deployment per model (needs sheaf-server[ray])")
     serve.add_argument("--address", help="with --runtime ray: the Ray cluster to join "
                        "(e.g. ray://head:10001 or auto); default: start a local one")
-    serve.add_argument("--log-level", default="info", type=str.lower,
-                       choices=("critical", "error", "warning", "info", "debug"))
+    _log_level(serve)
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser("worker", help="run the queued jobs of the config's models "
                                  "(its jobs: section; needs sheaf-server[jobs] and Redis)")
     worker.add_argument("config", nargs="?", help="sheaf.yaml with a jobs: section "
                         "(default: $SHEAF_CONFIG)")
-    worker.add_argument("--log-level", default="info", type=str.lower,
-                        choices=("critical", "error", "warning", "info", "debug"))
+    _log_level(worker)
     worker.set_defaults(run=_worker)
 
     jobs = commands.add_parser("jobs", help="submit, inspect, cancel and list jobs on a "
@@ -202,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
                           "config for another machine or a cluster)")
     validate.set_defaults(run=_validate)
     return parser
+
+
+def _log_level(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--log-level", default="info", type=str.lower,
+                         choices=("critical", "error", "warning", "info", "debug"))
 
 
 def _config_path(path: str | None, sagemaker: bool = False) -> str | None:

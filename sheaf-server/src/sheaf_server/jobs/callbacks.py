@@ -13,7 +13,7 @@ import ipaddress
 import json
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from sheaf_core.errors import FieldProblem, InvalidRequest
@@ -63,13 +63,6 @@ def _private_address(host: str) -> str | None:
     return None
 
 
-def payload(job_view: dict[str, Any], result: bytes | None, media_type: str | None) -> bytes:
-    body = dict(job_view)
-    if result is not None and media_type == "application/json":
-        body["result"] = json.loads(result)
-    return json.dumps(body).encode()
-
-
 async def deliver(store: JobStore, settings: JobSettings, job_id: str) -> bool:
     """POST the finished job to its callback URL, retrying; records the outcome."""
     import httpx
@@ -79,7 +72,7 @@ async def deliver(store: JobStore, settings: JobSettings, job_id: str) -> bool:
     if not url:
         return False
     outcome = "failed"
-    body = payload(job.view(), job.result, job.result_media_type)
+    body = json.dumps(job.document(with_result=True)).encode()
     async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
         for attempt in range(1, settings.callback_attempts + 1):
             try:

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from sheaf_core.codecs import JSON_MEDIA_TYPE, is_json
+from sheaf_core.codecs import JSON_MEDIA_TYPE
 from sheaf_server.asgi.body import read_body
 from sheaf_server.asgi.errors import ERROR_RESPONSES
 from sheaf_server.asgi.openapi import request_body
@@ -61,12 +61,12 @@ def add_job_routes(app: FastAPI, engine: ServingEngine, settings: JobSettings,
         principal = caller(request.scope)
         owner = None if principal is None or principal.admin else principal.id
         jobs = await store.recent(model=model, status=status, owner=owner, limit=limit)
-        return {"jobs": [_status(job) for job in jobs]}
+        return {"jobs": [job.document() for job in jobs]}
 
     @app.get("/jobs/{job_id}", tags=["jobs"], responses=ERROR_RESPONSES,
              summary="A job's status, progress, and result once it succeeded")
     async def get_job(request: Request, job_id: str) -> dict[str, Any]:
-        return _status(await _owned(request, store, job_id), with_result=True)
+        return (await _owned(request, store, job_id)).document(with_result=True)
 
     @app.get("/jobs/{job_id}/result", tags=["jobs"], responses=ERROR_RESPONSES,
              summary="A succeeded job's result, as the model encoded it")
@@ -153,15 +153,3 @@ async def _owned(request: Request, store: JobStore, job_id: str) -> Job:
     if principal is not None and not principal.admin and job.owner != principal.id:
         raise JobNotFound(f"no job {job_id!r}")
     return job
-
-
-def _status(job: Job, *, with_result: bool = False) -> dict[str, Any]:
-    view = job.view()
-    view["status_url"] = f"/jobs/{job.id}"
-    if job.result is not None:
-        media_type = job.result_media_type or JSON_MEDIA_TYPE
-        if with_result and is_json(media_type):
-            view["result"] = json.loads(job.result)
-        if not is_json(media_type) or not with_result:
-            view["result_url"] = f"/jobs/{job.id}/result"
-    return view

@@ -42,6 +42,7 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from sheaf_core.codecs import JSON_MEDIA_TYPE, is_json
 from sheaf_core.errors import FieldProblem, InvalidRequest
 from sheaf_server.engine.errors import JobConflict, JobNotFound, JobsUnavailable, overloaded
 from sheaf_server.jobs.keys import GROUP, Keys, redis_url
@@ -128,17 +129,26 @@ class Job:
                    callback_url=s("callback_url"), callback=s("callback"),
                    cancel_requested=s("cancel") == "1")
 
-    def view(self) -> dict[str, Any]:
-        """The job's status document (`GET /jobs/{id}`), without the result body."""
-        return {"job_id": self.id, "model": self.model, "status": self.status.value,
-                "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
-                "finished_at": _iso(self.finished_at), "attempts": self.attempts,
-                "worker": self.worker,
-                "request_id": self.request_id, "progress": self.progress,
-                "error": self.error, "result_url": self.result_url,
-                "result_media_type": self.result_media_type,
-                "cancel_requested": self.cancel_requested or None,
-                "callback_url": self.callback_url, "callback": self.callback}
+    def document(self, *, with_result: bool = False) -> dict[str, Any]:
+        """The job's status document — `GET /jobs/{id}` (`with_result`), each entry of
+        `GET /jobs`, a callback's body: a JSON result inline when asked for, otherwise the
+        URL that serves it (another format, or a listing)."""
+        document = {
+            "job_id": self.id, "model": self.model, "status": self.status.value,
+            "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at), "attempts": self.attempts,
+            "worker": self.worker, "request_id": self.request_id, "progress": self.progress,
+            "error": self.error, "result_url": self.result_url,
+            "result_media_type": self.result_media_type,
+            "cancel_requested": self.cancel_requested or None,
+            "callback_url": self.callback_url, "callback": self.callback,
+            "status_url": f"/jobs/{self.id}"}
+        if self.result is not None:
+            if with_result and is_json(self.result_media_type or JSON_MEDIA_TYPE):
+                document["result"] = json.loads(self.result)
+            else:
+                document["result_url"] = f"/jobs/{self.id}/result"
+        return document
 
 
 def _iso(timestamp: float | None) -> str | None:
@@ -405,7 +415,7 @@ class JobStore:
         if callback_url:
             fields["callback_url"] = callback_url
         idem = self.keys.idempotency(owner, idempotency_key) if idempotency_key else ""
-        digest = hashlib.sha256(body).hexdigest()
+        digest = hashlib.sha256(body).hexdigest() if idempotency_key else ""  # keyed only
         async with guard():
             await self.ensure_group(model)
             outcome, value = await self._submit(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -33,6 +34,8 @@ from sheaf_server.engine.state import ModelState
 from sheaf_server.ray import transport
 from sheaf_server.ray.options import deployment_options
 from sheaf_server.settings import ServerSettings
+
+T = TypeVar("T")
 
 log = logging.getLogger("sheaf.ray")
 
@@ -71,23 +74,23 @@ class RemoteDeployment(ModelBase):
         HAProxy) gives every request an X-Request-ID before sheaf sees it, so a generated id
         cannot be told from a sent one. Tier 1 differs only for a client that sends both.
         """
-        try:
-            self.ensure_ready()
-            result = await self.coalescer.call(replace(call, id_generated=True),
-                                               call.budget_s or self.timeout_s)
-        except RequestError as exc:
-            raise request_path.stamp_error(exc, call.request_id) from None
+        result = await self._forward(call, self.coalescer.call)
         if isinstance(result, RequestError):  # the replica's outcome, sent back as a value
             raise result
         return result
 
     async def validate(self, call: Call) -> Call:
-        """A job's checks, run by a replica (a body's `request_id` wins, as for
-        `handle`)."""
+        """A job's checks, run by a replica."""
+        return await self._forward(call, partial(transport.validate, self.deployment))
+
+    async def _forward(self, call: Call, send: Callable[[Call, float], Awaitable[T]]) -> T:
+        """What every call to a replica does around the transport: refuse while the
+        deployment is not ready, let a body's `request_id` win (see `handle`), and put the
+        call's id on a refusal met on the way."""
         try:
             self.ensure_ready()
-            return await transport.validate(self.deployment, replace(call, id_generated=True),
-                                            call.budget_s or self.timeout_s)
+            return await send(replace(call, id_generated=True),
+                              call.budget_s or self.timeout_s)
         except RequestError as exc:
             raise request_path.stamp_error(exc, call.request_id) from None
 
@@ -110,15 +113,8 @@ class RemoteModel(RemoteDeployment):
     """A model deployment: predictions (coalesced) and streams."""
 
     async def stream(self, call: Call) -> tuple[str, transport.RemoteStream]:
-        """Open a streamed request on a replica (`ray.transport`); a `request_id` in the
-        body wins, as for `handle`."""
-        try:
-            self.ensure_ready()
-            return await transport.open_stream(self.deployment,
-                                               replace(call, id_generated=True),
-                                               call.budget_s or self.timeout_s)
-        except RequestError as exc:
-            raise request_path.stamp_error(exc, call.request_id) from None
+        """Open a streamed request on a replica (`ray.transport`)."""
+        return await self._forward(call, partial(transport.open_stream, self.deployment))
 
 
 class RemotePipeline(RemoteDeployment):
