@@ -58,8 +58,10 @@ def _haproxy_pids() -> set[int]:
     return {int(pid) for pid in out.split()}
 
 
-@pytest.fixture(params=["asgi", "ray"])
+@pytest.fixture(params=["asgi", "multi", "ray"])
 def host(request: pytest.FixtureRequest) -> Host:
+    """Each HTTP behaviour test runs on tier 1 in one process (asgi), tier 1 as HTTP and
+    model worker processes (multi: `server.workers: 2`), and Ray Serve."""
     return Host(request.param, request)
 
 

@@ -1,5 +1,5 @@
 """What the HTTP behaviour suite serves through: `Host` runs a test's specs on tier 1
-(uvicorn in a thread) or on Ray Serve (the session's local cluster), `wait_until_ready` waits for
+(uvicorn in a thread; or, "multi", HTTP and model worker processes) or on Ray Serve (the session's local cluster), `wait_until_ready` waits for
 /ready, `Flag` names a file a test creates to steer the scripted backend. Fixtures that
 hand them out are in conftest.py; test modules import these names from here (a module
 named for what it holds, so that any set of test folders collects together)."""
@@ -40,7 +40,11 @@ class Host:
               **settings: object) -> Iterator[httpx.Client]:
         config = SheafConfig(models=list(specs), pipelines=list(pipelines),
                              server=ServerSettings(**settings), jobs=jobs)
-        if self.name == "asgi":
+        if self.name in ("asgi", "multi"):
+            if self.name == "multi":
+                settings.setdefault("workers", 2)
+            config = SheafConfig(models=list(specs), pipelines=list(pipelines),
+                                 server=ServerSettings(**settings), jobs=jobs)
             server = ModelServer(config, port=0, plugins=[ScriptedPlugin()],
                                  log_level="warning")
         else:  # the session's cluster: RayHost joins it, and leaves it running at stop()

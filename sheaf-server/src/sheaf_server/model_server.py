@@ -61,10 +61,16 @@ class ModelServer:
         if runtime == "asgi":
             if address:
                 raise ConfigError("address: only applies to runtime 'ray'")
-            from sheaf_server.asgi.host import AsgiHost
+            from sheaf_server.workers.supervisor import ProcessHost, uses_processes
 
-            self._host: _Host = AsgiHost(config, host=host, port=port, plugins=plugins,
-                                         log_level=log_level)
+            if uses_processes(config):
+                self._host: _Host = ProcessHost(config, host=host, port=port,
+                                                plugins=plugins, log_level=log_level)
+            else:
+                from sheaf_server.asgi.host import AsgiHost
+
+                self._host = AsgiHost(config, host=host, port=port, plugins=plugins,
+                                      log_level=log_level)
         elif runtime == "ray":
             try:
                 from sheaf_server.ray.host import RayHost
@@ -86,6 +92,12 @@ class ModelServer:
     def alive(self) -> bool:
         return self._host.alive
 
+    def processes(self) -> dict[str, int]:
+        """The server's processes by role ("HTTP worker 1", "model 'm' worker 1"), when
+        tier 1 runs as several (`server.workers`, `replicas`); {} otherwise."""
+        processes = getattr(self._host, "processes", None)
+        return processes() if processes is not None else {}
+
     def model_states(self) -> dict[str, dict[str, Any]]:
         """name → {"state": loading|ready|failed, "reason": ...} for every model and
         pipeline, as GET /ready lists them."""
@@ -99,6 +111,7 @@ class ModelServer:
         current = next((m for m in self.config.models if m.name == spec.name), None)
         if not isinstance(spec, ServedModelSpec) and current is not None:
             data["ray"] = current.ray  # a plain ModelSpec keeps the model's Ray settings
+            data["replicas"] = current.replicas  # and its worker processes
         try:  # re-validated: `model_copy(update=...)` does not validate what it sets
             spec = ServedModelSpec.model_validate(data)
         except ValidationError as exc:

@@ -90,10 +90,17 @@ class RayPolicy(_Strict):
 
 
 class ServedModelSpec(ModelSpec):
-    """A model as sheaf.yaml serves it: the host-neutral `ModelSpec`, plus `ray:` — how
-    the Ray host deploys it (replicas, autoscaling, resources per replica). Tier 1 and
-    batch jobs ignore `ray:`."""
+    """A model as sheaf.yaml serves it: the host-neutral `ModelSpec`, plus `replicas`
+    (tier 1's worker processes of the model) and `ray:` — how the Ray host deploys it
+    (replicas, autoscaling, resources per replica). Tier 1 and batch jobs ignore `ray:`;
+    the Ray host and batch jobs ignore `replicas`."""
 
+    replicas: int = Field(
+        default=1, ge=1, le=64, description="Tier 1: worker processes serving this model, "
+        "each with the weights loaded and its own batcher (requests go to the one with the "
+        "fewest in flight). 1 fills a batch best; more only for a model whose one process "
+        "cannot keep up (CPU models on many cores). More than 1 — or server.workers above "
+        "1 — runs tier 1 as several processes (docs/deployment.md).")
     ray: RayPolicy = Field(default_factory=RayPolicy)
 
 
@@ -228,6 +235,12 @@ class ServerSettings(_Strict):
         default=None, description="Model answering POST /invocations (SageMaker); defaults "
         "to the only model when there is one.")
     request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    workers: int | Literal["auto"] = Field(
+        default=1, description="Tier 1: HTTP worker processes (HTTP, JSON, validation, "
+        "encoding) in front of one worker process per model (its `replicas`), which batches "
+        "the requests of every HTTP worker together. auto: one per core this process may "
+        "use (at most 32). 1 with every model at replicas 1: one process, as before "
+        "(smallest deployments, debugging). See docs/deployment.md.")
     ready_when: Literal["all", "any"] = Field(
         default="all", description="When GET /ready answers 200: once every model and "
         "pipeline serves (all), or once loading is over and at least one does (any: for "
@@ -264,6 +277,13 @@ class ServerSettings(_Strict):
     cors: CORSSettings = Field(default_factory=CORSSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     ray: RayServeSettings = Field(default_factory=RayServeSettings)
+
+    @field_validator("workers")
+    @classmethod
+    def _some_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 256:
+            raise ValueError("workers must be from 1 to 256, or auto")
+        return value
 
 
 class JobAutoscaling(_Strict):

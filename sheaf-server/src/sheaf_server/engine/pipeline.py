@@ -51,6 +51,8 @@ class PipelineRuntime:
 
     #: The request path takes its `prepare`/`respond` steps from `check`/`run`.
     is_pipeline: ClassVar[bool] = True
+    #: Served by worker processes (`workers.process_engine`): never here.
+    forwards: ClassVar[bool] = False
 
     def __init__(self, plan: PipelinePlan, contract: ContractEntry,
                  calls: Mapping[str, NodeCall], default_timeout_s: float,

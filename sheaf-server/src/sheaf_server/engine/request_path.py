@@ -5,6 +5,8 @@ Sheaf composes these steps.
               ─▶ prepare (features from the store, limits, the backend's checks)
     respond:  cache? ─▶ batch (the model's `DynamicBatcher`) ─▶ backend (a worker thread:
               `run_batch`) ─▶ failures translated (`failure`)
+              — or, for a model served by worker processes (`server.workers`), the typed
+              call forwarded to one (`compute`), where it enters `respond`
               — or, for a pipeline, its DAG (`PipelineRuntime.run`), whose model nodes
               enter `respond` again
     answer:   stamp (request id, model name) ─▶ encode (JSON, or as the body chose)
@@ -34,7 +36,7 @@ import logging
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, cast
 
 from pydantic import ValidationError
 
@@ -62,8 +64,9 @@ from sheaf_server.engine.streaming import (
 if TYPE_CHECKING:
     from sheaf_server.engine.pipeline import PipelineRuntime
     from sheaf_server.engine.runtime import ModelRuntime
+    from sheaf_server.workers.process_engine import ProcessModel
 
-    Target: TypeAlias = ModelRuntime | PipelineRuntime
+    Target: TypeAlias = ModelRuntime | PipelineRuntime | ProcessModel
 
 log = logging.getLogger("sheaf.engine")
 
@@ -121,12 +124,12 @@ async def stream(model: ModelRuntime, call: Call) -> tuple[str, Stream]:
     return request_id, Stream(job, queue, outcome)
 
 
-async def respond(model: ModelRuntime, call: Call) -> BaseResponse:
+async def respond(model: ModelRuntime | ProcessModel, call: Call) -> BaseResponse:
     """A typed call (`Call.typed`, a pipeline's model node): accept → cache → batch, the
     typed response stamped."""
     try:
         decoded, call = await accept(model, call)
-        return stamp(await _cached_or_batched(model, decoded.request, call), model.name,
+        return stamp(await compute(model, decoded.request, call), model.name,
                      call.request_id)
     except RequestError as exc:
         stamp_error(exc, call.request_id)
@@ -216,6 +219,8 @@ async def prepare(target: Target, request: BaseRequest) -> BaseRequest:
     if _is_pipeline(target):
         target.check(request)
         return request
+    if _is_forwarded(target):  # its worker process prepares it, in `respond` there
+        return request
     assert _is_model(target)
     reference = request.feature_reference()
     if reference is None:
@@ -265,8 +270,19 @@ def check(model: ModelRuntime, request: BaseRequest) -> None:
 async def _respond(target: Target, request: BaseRequest, call: Call) -> BaseResponse:
     if _is_pipeline(target):
         return await target.run(request, call)
-    assert _is_model(target)
-    return await _cached_or_batched(target, request, call)
+    return await compute(cast("ModelRuntime | ProcessModel", target), request, call)
+
+
+async def compute(model: ModelRuntime | ProcessModel, request: BaseRequest,
+                  call: Call) -> BaseResponse:
+    """cache → batch → backend where the model runs: in this process, or — a model served
+    by worker processes — the typed call forwarded to one of them, which enters `respond`
+    (HTTP, JSON and validation stay in the HTTP worker; the batch forms in the model's
+    process, across every HTTP worker's requests)."""
+    if _is_forwarded(model):
+        return await model.forward(replace(call, request=request, body=b""))
+    assert _is_model(model)
+    return await _cached_or_batched(model, request, call)
 
 
 async def _cached_or_batched(model: ModelRuntime, request: BaseRequest,
@@ -417,4 +433,8 @@ def _is_pipeline(target: Target) -> TypeGuard[PipelineRuntime]:
 
 
 def _is_model(target: Target) -> TypeGuard[ModelRuntime]:
-    return not target.is_pipeline
+    return not target.is_pipeline and not target.forwards
+
+
+def _is_forwarded(target: Target) -> TypeGuard[ProcessModel]:
+    return target.forwards

@@ -91,6 +91,8 @@ class ModelRuntime(ModelBase):
     backend."""
 
     is_pipeline: ClassVar[bool] = False
+    #: Served by worker processes (`workers.process_engine`): never here.
+    forwards: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec, backend: Backend[Any, Any], contract: ContractEntry,
                  default_timeout_s: float, payloads: PayloadSettings | None = None) -> None:

@@ -29,7 +29,7 @@ from sheaf_core.pipeline_spec import PipelineSpec, plan_pipeline
 from sheaf_core.registry import registry_with
 from sheaf_core.spec import ModelSpec
 from sheaf_server.asgi.app import create_app
-from sheaf_server.engine import Engine, ModelRuntime, ModelState, ServedModel
+from sheaf_server.engine import Engine, ModelRuntime, ModelState, ServedModel, replica_side
 from sheaf_server.engine.call import Call
 from sheaf_server.engine.pipeline import PipelineRuntime
 from sheaf_server.ray import transport
@@ -56,17 +56,17 @@ class ServedReplica:
     def runtime(self) -> ServedModel:
         raise NotImplementedError
 
-    async def handle(self, call: Call) -> transport.Outcome:
-        return await transport.answer(self.runtime, call)
+    async def handle(self, call: Call) -> replica_side.Outcome:
+        return await replica_side.answer(self.runtime, call)
 
-    async def handle_many(self, calls: Sequence[Call]) -> list[transport.Outcome]:
+    async def handle_many(self, calls: Sequence[Call]) -> list[replica_side.Outcome]:
         """Several calls the ingress coalesced into one: each through the request path,
         concurrently, so they batch together."""
-        return await transport.answer_each(self.runtime, calls)
+        return await replica_side.answer_each(self.runtime, calls)
 
     async def validate(self, call: Call) -> Call | RequestError:
         """A job's submit: the request path's checks, nothing run."""
-        return await transport.validated(self.runtime, call)
+        return await replica_side.validated(self.runtime, call)
 
 
 class ModelReplica(ServedReplica):
@@ -118,15 +118,15 @@ class ModelReplica(ServedReplica):
         assert self.engine is not None, "reconfigure() loads the model first"
         return next(iter(self.engine.runtimes.values()))
 
-    async def stream(self, call: Call) -> AsyncIterator[transport.Message]:
+    async def stream(self, call: Call) -> AsyncIterator[replica_side.Message]:
         """A streamed request: the request path's stream, as messages, called with
         `handle.options(stream=True)`."""
-        async for message in transport.replica_stream(self.runtime, call):
+        async for message in replica_side.replica_stream(self.runtime, call):
             yield message
 
     async def respond(self, call: Call) -> BaseResponse | RequestError:
         """A pipeline's model node: a typed call, the typed response (or its error) back."""
-        return await transport.answer_typed(self.runtime, call)
+        return await replica_side.answer_typed(self.runtime, call)
 
     async def describe(self) -> dict[str, Any]:
         info = await self.runtime.describe()

@@ -18,7 +18,8 @@ module that calls deployment handles.
   replica's generator, which cancels the job.
 
 Replica side: `ModelReplica`/`PipelineReplica` (`ray.deployments`) expose `handle`,
-`handle_many`, `respond` and `stream`, each one entry into the request path.
+`handle_many`, `respond` and `stream`, each one entry into the request path with its
+outcome as a value (`engine.replica_side`, shared with tier 1's model worker processes).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -35,20 +36,14 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from sheaf_core.contracts.base import BaseResponse
 from sheaf_core.errors import RequestError
-from sheaf_server.engine import request_path, tracing
-from sheaf_server.engine.answer import Answer
+from sheaf_server.engine import request_path
 from sheaf_server.engine.call import Call
 from sheaf_server.engine.errors import BackendFailed, overloaded, past_deadline
-from sheaf_server.engine.runtime import ModelRuntime
+from sheaf_server.engine.replica_side import Message, Outcome
 from sheaf_server.engine.streaming import StreamItem
 
 log = logging.getLogger("sheaf.ray")
 
-#: What a replica's path answered: the encoded response, or its error.
-Outcome = Answer | RequestError
-#: What a replica's stream sends: ("accepted", request id) first, then stream items; a
-#: `RequestError` (as a value) ends it.
-Message = tuple[str, str] | RequestError
 #: How long past the call's own deadline the caller waits before giving up on a replica
 #: that never answered (the replica normally answers 504 itself first).
 DEADLINE_GRACE_S = 1.0
@@ -184,26 +179,6 @@ class Coalescer:
 
 # -- streams --------------------------------------------------------------------------------
 
-async def replica_stream(runtime: ModelRuntime, call: Call) -> AsyncIterator[Message]:
-    """Replica side: the request path's stream, as messages. Its span (in the caller's
-    trace) covers the acceptance: validation and queueing; the batch links to it."""
-    try:
-        with tracing.continued(call.trace, "sheaf.replica", {"sheaf.model": runtime.name}):
-            request_id, stream = await request_path.stream(runtime, call)
-    except RequestError as exc:
-        yield exc
-        return
-    yield "accepted", request_id
-    events = stream.events()
-    try:
-        async for item in events:
-            yield item
-    except RequestError as exc:
-        yield exc
-    finally:
-        await events.aclose()
-
-
 async def open_stream(handle: DeploymentHandle, call: Call,
                       budget: float) -> tuple[str, RemoteStream]:
     """Ingress side: start the replica's stream and wait for its verdict on the request."""
@@ -236,39 +211,3 @@ class RemoteStream:
                 yield str(kind), str(data)
         finally:
             self._calls.cancel()  # a no-op once the replica's stream has ended
-
-
-async def answer_each(runtime: Any, calls: Sequence[Call]) -> list[Outcome]:
-    """Replica side of `handle_many`: each call through the request path, concurrently, so
-    they batch together; outcomes as values, in order."""
-    return list(await asyncio.gather(*(answer(runtime, call) for call in calls)))
-
-
-async def answer(runtime: Any, call: Call) -> Outcome:
-    """Replica side of `handle`: the request path's `predict`, as a value."""
-    outcome: Outcome = await _as_value(runtime.name, call, runtime.handle(call))
-    return outcome
-
-
-async def validated(runtime: Any, call: Call) -> Call | RequestError:
-    """Replica side of `validate`: the settled call, or the refusal, as a value."""
-    outcome: Call | RequestError = await _as_value(runtime.name, call, runtime.validate(call))
-    return outcome
-
-
-async def answer_typed(runtime: ModelRuntime, call: Call) -> BaseResponse | RequestError:
-    """Replica side of `respond` (a pipeline's model node): the typed response, as a
-    value."""
-    outcome: BaseResponse | RequestError = await _as_value(
-        runtime.name, call, request_path.respond(runtime, call))
-    return outcome
-
-
-async def _as_value(name: str, call: Call, work: Awaitable[Any]) -> Any:
-    """`work` under the caller's trace; a `RequestError` returned, not raised, so that it
-    crosses the process boundary intact."""
-    try:
-        with tracing.continued(call.trace, "sheaf.replica", {"sheaf.model": name}):
-            return await work
-    except RequestError as exc:
-        return exc
