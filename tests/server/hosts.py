@@ -1,8 +1,9 @@
 """What the HTTP behaviour suite serves through: `Host` runs a test's specs on tier 1
-(uvicorn in a thread; or, "multi", HTTP and model worker processes) or on Ray Serve (the session's local cluster), `wait_until_ready` waits for
-/ready, `Flag` names a file a test creates to steer the scripted backend. Fixtures that
-hand them out are in conftest.py; test modules import these names from here (a module
-named for what it holds, so that any set of test folders collects together)."""
+(uvicorn in a thread; or, "multi", HTTP and model worker processes) or on Ray Serve (the
+session's local cluster), `wait_until_ready` waits for /ready, `Flag` names a file a test
+creates to steer the scripted backend. Fixtures that hand them out are in conftest.py;
+test modules import these names from here (a module named for what it holds, so that any
+set of test folders collects together)."""
 
 from __future__ import annotations
 

@@ -243,7 +243,7 @@ def test_sigterm_drains_every_process(tmp_path: Path) -> None:
         output = process.stdout.read() if process.stdout else ""
     assert [a.status_code for a in answers] == [200], output
     assert "stopped" in output
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
 
 
@@ -254,7 +254,7 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         children = _children(process.pid)
         process.kill()
         process.wait(10)
-        gone, alive = psutil.wait_procs(children, timeout=30)
+        _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, [p.pid for p in alive]
 
 

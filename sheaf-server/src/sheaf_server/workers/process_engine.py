@@ -35,7 +35,6 @@ from sheaf_server.engine.state import ModelState
 from sheaf_server.settings import ServerSettings
 from sheaf_server.workers.link import STARTING, LinkStream, ModelLink
 
-
 #: How long a hot swap waits for a model worker that is (re)starting to accept it.
 UPDATE_CONNECT_S = 60.0
 
