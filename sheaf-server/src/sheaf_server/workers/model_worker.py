@@ -75,7 +75,7 @@ class ModelWorker:
         def made() -> None:
             client.send((STATE_TAG, True, self.state()))
 
-        client = FrameProtocol(received, lost, made)
+        client = FrameProtocol(received, lost, made, _unsendable)
         self.clients.add(client)
         return client
 
@@ -119,9 +119,9 @@ class ModelWorker:
         except asyncio.CancelledError:
             return
         except Exception as exc:  # an update refused, a describe that failed: the caller's
-            _send(client, (tag, False, exc))
+            client.send((tag, False, exc))
             return
-        _send(client, (tag, True, value))
+        client.send((tag, True, value))
 
     async def _respond(self, _: FrameProtocol, __: int, call: Call) -> Any:
         return await replica_side.answer_typed(self.runtime, call)
@@ -133,7 +133,7 @@ class ModelWorker:
         """Each message of the request path's stream as it happens; `None` (the reply)
         ends it."""
         async for message in replica_side.replica_stream(self.runtime, call):
-            _send(client, (tag, True, message))
+            client.send((tag, True, message))
 
     async def _describe(self, _: FrameProtocol, __: int, ___: None) -> dict[str, Any]:
         info = await self.runtime.describe()
@@ -148,16 +148,12 @@ class ModelWorker:
         "describe": _describe, "update": _update}
 
 
-def _send(client: FrameProtocol, reply: tuple[int, bool, Any]) -> None:
-    """Send a reply; one that cannot be pickled (a backend's odd response) becomes a 500
-    for its caller rather than a hang."""
-    try:
-        client.send(reply)
-    except Exception as exc:
-        log.error("reply to call %d could not be sent: %s", reply[0], exc)
-        client.send((reply[0], True, BackendFailed(
-            "the model's answer could not be sent to the HTTP worker; the error is in the "
-            "server log")))
+def _unsendable(reply: tuple[int, bool, Any]) -> tuple[int, bool, Any]:
+    """A reply that does not pickle (a backend's odd response) becomes a 500 for its caller
+    rather than a hang."""
+    return (reply[0], True, BackendFailed(
+        "the model's answer could not be sent to the HTTP worker; the error is in the "
+        "server log"))
 
 
 async def serve(spec: ModelSpec, settings: ServerSettings, plugins: Sequence[object],
