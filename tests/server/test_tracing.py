@@ -52,6 +52,9 @@ def spans_of(host: Host, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[
         yield receiver.received
 
 
+STEPS = ("sheaf.validate", "sheaf.cache", "sheaf.queue", "sheaf.encode")
+
+
 def in_trace(spans: list[Span], trace_id: str, name: str) -> list[Span]:
     return [s for s in spans if s.trace_id == trace_id and s.name == name]
 
@@ -75,7 +78,9 @@ def test_a_request_continues_the_callers_trace_with_a_span_per_step(
         spans = wait_for_spans(collect, lambda spans: len(
             [s for s in spans if s.name == "sheaf.encode"]) >= 4 and any(
             s.name == "sheaf.batch" for s in spans) and in_trace(spans, "4" * 32,
-                                                                   "sheaf.validate"))
+                                                                   "sheaf.validate")
+            # each process exports on its own: wait for every step of the traced request
+            and all(in_trace(spans, TRACE, step) for step in STEPS))
 
     # The request's span continues the caller's: same trace, the caller's span as parent.
     [request] = [s for s in spans if s.trace_id == TRACE and s.parent_id == CALLER_SPAN]
@@ -83,7 +88,7 @@ def test_a_request_continues_the_callers_trace_with_a_span_per_step(
     assert request.attributes["http.route"] == "/{model}/predict"
     assert any(s.attributes.get("sheaf.request_id") == TRACE[:8]
                for s in spans if s.trace_id == TRACE)
-    for step in ("sheaf.validate", "sheaf.cache", "sheaf.queue", "sheaf.encode"):
+    for step in STEPS:
         [span] = in_trace(spans, TRACE, step)
         assert request in ancestors(span, spans), step
     assert in_trace(spans, TRACE, "sheaf.cache")[0].attributes["sheaf.cache.hit"] is False

@@ -172,8 +172,10 @@ async def accept(target: Target, call: Call) -> tuple[Decoded, Call]:
     kind = "sheaf.pipeline" if _is_pipeline(target) else "sheaf.model"
     try:
         target.ensure_ready()
-        with tracing.step("sheaf.validate", {kind: target.name,
-                                             "sheaf.media_type": call.media_type}):
+        # A typed call (a pipeline's node, a call forwarded to a model's worker process)
+        # is not parsed here, only checked: its span says so.
+        step = "sheaf.validate" if call.request is None else "sheaf.check"
+        with tracing.step(step, {kind: target.name, "sheaf.media_type": call.media_type}):
             decoded = await decode(target, call)
             call = call.settled(decoded.request)
             request = await prepare(target, decoded.request)
