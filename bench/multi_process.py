@@ -5,7 +5,8 @@ Rows per model and client count:
 
   limit             the backend's `predict` in-process on a batch of min(clients, 32)
   sheaf workers=1   `sheaf-server serve`, one process (HTTP, batcher and model together)
-  sheaf workers=N   `workers: auto`: N HTTP worker processes and one model worker process
+  sheaf workers=N   N (the machine's cores) HTTP worker processes and one model worker
+                    process
   FastAPI batched   one uvicorn process batching by hand (bench/peers/fastapi_batched.py)
   LitServe          LitServe 0.2 with N API servers and one inference worker, its batching
                     at the same 32 / 2 ms (bench/peers/litserve_app.py)
@@ -119,7 +120,7 @@ class Server:
 
 
 @contextmanager
-def sheaf(workload: Workload, model_dir: Path, workers: int | str,
+def sheaf(workload: Workload, model_dir: Path, workers: int,
           workdir: Path) -> Iterator[Server]:
     port = _free_port()
     config = {
@@ -132,8 +133,7 @@ def sheaf(workload: Workload, model_dir: Path, workers: int | str,
         url = f"{base}/{workload.name}/predict"
         httpx.post(url, content=workload.body(), timeout=60,
                    headers={"content-type": "application/json"}).raise_for_status()
-        label = "sheaf workers=1" if workers == 1 else f"sheaf workers={_cores()} (auto)"
-        yield Server(label, url, pid, workload.name)
+        yield Server(f"sheaf workers={workers}", url, pid, workload.name)
 
 
 @contextmanager
@@ -189,7 +189,7 @@ def measure(workload: Workload, model_dir: Path, clients: list[int], duration: f
     limit = InProcess(workload, model_dir)
     rows: list[Row] = []
     servers = [lambda: sheaf(workload, model_dir, 1, workdir),
-               lambda: sheaf(workload, model_dir, "auto", workdir)]
+               lambda: sheaf(workload, model_dir, _cores(), workdir)]
     if peers:
         servers += [
             lambda: peer("FastAPI batched", "fastapi_batched.py", [str(model_dir)], workdir),

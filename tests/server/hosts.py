@@ -42,8 +42,8 @@ class Host:
         config = SheafConfig(models=list(specs), pipelines=list(pipelines),
                              server=ServerSettings(**settings), jobs=jobs)
         if self.name in ("asgi", "multi"):
-            if self.name == "multi":
-                settings.setdefault("workers", 2)
+            # one process, or HTTP workers and a model worker, whatever the machine's cores
+            settings.setdefault("workers", 2 if self.name == "multi" else 1)
             config = SheafConfig(models=list(specs), pipelines=list(pipelines),
                                  server=ServerSettings(**settings), jobs=jobs)
             server = ModelServer(config, port=0, plugins=[ScriptedPlugin()],

@@ -29,6 +29,7 @@ from server_support import ScriptedPlugin
 from sheaf_core import ModelSpec
 from sheaf_server import ModelServer
 from sheaf_server.settings import ServedModelSpec, ServerSettings, SheafConfig
+from sheaf_server.workers import supervisor
 
 BODY = {"history": [1.0, 2.0, 3.0, 4.0], "horizon": 3}
 HERE = Path(__file__).parent
@@ -256,6 +257,25 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         process.wait(10)
         _, alive = psutil.wait_procs(children, timeout=30)
     assert not alive, [p.pid for p in alive]
+
+
+@pytest.mark.parametrize(("cores", "replicas", "expected"), [
+    (1, [1], 1), (2, [1], 1), (2, [1, 1], 1),  # too few cores: one process
+    (4, [1], 3), (8, [2, 1], 5), (16, [1], 15), (64, [1], 32)])
+def test_auto_leaves_a_core_per_model_process(monkeypatch: pytest.MonkeyPatch, cores: int,
+                                              replicas: list[int], expected: int) -> None:
+    monkeypatch.setattr(supervisor, "available_cores", lambda: cores)
+    config = SheafConfig(models=[ServedModelSpec(name=f"m{i}", backend="test", replicas=r)
+                                 for i, r in enumerate(replicas)])
+    assert config.server.workers == "auto"  # the default
+    assert supervisor.http_workers(config) == expected
+    assert supervisor.uses_processes(config) == (expected > 1 or sum(replicas) > len(replicas))
+
+
+def test_a_number_of_workers_is_taken_as_given() -> None:
+    config = SheafConfig(models=[ModelSpec(name="m", backend="test")],
+                         server=ServerSettings(workers=3))
+    assert supervisor.http_workers(config) == 3
 
 
 @pytest.mark.parametrize("workers", [0, -1, 300])

@@ -236,11 +236,12 @@ class ServerSettings(_Strict):
         "to the only model when there is one.")
     request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     workers: int | Literal["auto"] = Field(
-        default=1, description="Tier 1: HTTP worker processes (HTTP, JSON, validation, "
+        default="auto", description="Tier 1: HTTP worker processes (HTTP, JSON, validation, "
         "encoding) in front of one worker process per model (its `replicas`), which batches "
-        "the requests of every HTTP worker together. auto: one per core this process may "
-        "use (at most 32). 1 with every model at replicas 1: one process, as before "
-        "(smallest deployments, debugging). See docs/deployment.md.")
+        "the requests of every HTTP worker together. auto: one per core left after the "
+        "model processes (at most 32), or 1 when that leaves fewer than 2 (on 2 cores). 1 "
+        "with every model at replicas 1: one process (smallest deployments, debugging). "
+        "The Ray host ignores it. See docs/deployment.md.")
     ready_when: Literal["all", "any"] = Field(
         default="all", description="When GET /ready answers 200: once every model and "
         "pipeline serves (all), or once loading is over and at least one does (any: for "

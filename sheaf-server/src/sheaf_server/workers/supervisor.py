@@ -40,7 +40,7 @@ from typing import Any
 from sheaf_core.errors import ConfigError
 from sheaf_core.spec import ModelSpec
 from sheaf_server.engine.metrics import MULTIPROC_ENV
-from sheaf_server.settings import ServerSettings, SheafConfig
+from sheaf_server.settings import SheafConfig
 from sheaf_server.workers.child import ENTRY, HttpWorkerRole, ModelWorkerRole, Role, write_role
 from sheaf_server.workers.http_worker import reuseport_socket
 from sheaf_server.workers.process_engine import ProcessEngine
@@ -67,17 +67,26 @@ def available_cores() -> int:
     return cores
 
 
-def http_workers(settings: ServerSettings) -> int:
-    """How many HTTP worker processes `server.workers` asks for here."""
-    if settings.workers == "auto":
-        return min(available_cores(), MAX_AUTO_WORKERS)
-    return int(settings.workers)
+def model_processes(config: SheafConfig) -> int:
+    """How many model worker processes the config asks for (each model's `replicas`)."""
+    return sum(getattr(spec, "replicas", 1) for spec in config.models)
+
+
+def http_workers(config: SheafConfig) -> int:
+    """How many HTTP worker processes `server.workers` asks for here. `auto`: one per core
+    left after one for each model worker process, at most 32 — and 1 (tier 1 in one
+    process) when that leaves fewer than 2: on 2 cores the processes' calls to each other
+    cost more than the second core gives back (bench/results/multi_process.md)."""
+    workers = config.server.workers
+    if workers != "auto":
+        return int(workers)
+    spare = available_cores() - model_processes(config)
+    return min(spare, MAX_AUTO_WORKERS) if spare >= 2 else 1
 
 
 def uses_processes(config: SheafConfig) -> bool:
     """Whether tier 1 runs as several processes (else: one, as `workers: 1` always did)."""
-    return http_workers(config.server) > 1 or any(
-        getattr(spec, "replicas", 1) > 1 for spec in config.models)
+    return http_workers(config) > 1 or model_processes(config) > len(config.models)
 
 
 @dataclass(eq=False)
@@ -103,7 +112,7 @@ class ProcessHost:
         self.host, self.port = host, port
         self.plugins = tuple(plugins)
         self.log_level = log_level
-        self.workers = http_workers(config.server)
+        self.workers = http_workers(config)
         self.scheme = "https" if config.server.tls else "http"
         self.specs: dict[str, ModelSpec] = {spec.name: spec for spec in config.models}
         # Unix socket paths must stay under ~100 bytes: a short directory, short names.
