@@ -53,6 +53,10 @@ MAX_AUTO_WORKERS = 32
 #: A child that exits sooner than this after starting counts as failing: back off.
 HEALTHY_AFTER_S = 10.0
 MAX_BACKOFF_S = 30.0
+#: What a stop may take beyond `server.drain_timeout_s` before what still runs is killed,
+#: and the least the model workers get to finish their last batches after the HTTP workers.
+STOP_MARGIN_S = 7.0
+STOP_FLOOR_S = 3.0
 
 
 def available_cores() -> int:
@@ -299,9 +303,14 @@ class ProcessHost:
             self._stopping.set()
         if self._monitor is not None:
             self._monitor.join()
-        drain = self.config.server.drain_timeout_s
-        _terminate([c for c in self.children if not c.is_model], drain + 10)
-        _terminate([c for c in self.children if c.is_model], drain + 10)
+        # One budget for both phases, so the whole stop fits the grace period an
+        # orchestrator gives it (deploy/kubernetes.py: preStop + drain + 10 s): the model
+        # workers get what the HTTP workers left, at least STOP_FLOOR_S.
+        deadline = time.monotonic() + self.config.server.drain_timeout_s + STOP_MARGIN_S
+        _terminate([c for c in self.children if not c.is_model],
+                   deadline - time.monotonic())
+        _terminate([c for c in self.children if c.is_model],
+                   max(STOP_FLOOR_S, deadline - time.monotonic()))
         if self._loop is not None and self._loop_thread is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(timeout=10)
