@@ -7,7 +7,6 @@ import asyncio
 import gc
 import logging
 from collections.abc import Iterable, Mapping
-from functools import partial
 from typing import Any
 
 from sheaf_core.backend import Backend
@@ -15,9 +14,8 @@ from sheaf_core.errors import ConfigError
 from sheaf_core.pipeline_spec import PipelinePlan, PipelineSpec
 from sheaf_core.registry import ContractEntry, Registry, registry_with
 from sheaf_core.spec import ModelSpec, build_backend
-from sheaf_server.engine import request_path
 from sheaf_server.engine.loading import WAITING
-from sheaf_server.engine.pipeline import PipelineRuntime
+from sheaf_server.engine.pipeline import PipelineRuntime, pipeline_over
 from sheaf_server.engine.runtime import ModelRuntime
 from sheaf_server.engine.served import ModelTable, build_table
 from sheaf_server.settings import ServerSettings
@@ -46,11 +44,8 @@ class Engine(ModelTable):
     def _pipeline(self, plan: PipelinePlan, contract: ContractEntry,
                   members: Mapping[str, ModelRuntime]) -> PipelineRuntime:
         """A pipeline whose model nodes enter each model's request path here."""
-        return PipelineRuntime(plan, contract,
-                               {name: partial(request_path.respond, model)
-                                for name, model in members.items()},
-                               self.settings.request_timeout_s, members=members,
-                               payloads=self.settings.payloads)
+        return pipeline_over(plan, contract, members, self.settings.request_timeout_s,
+                             self.settings.payloads)
 
     async def start(self) -> None:
         """Start batchers, and load the models in the background one after another, in the

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, ClassVar, Protocol
 
 from sheaf_core.codecs import PayloadSettings
@@ -184,3 +185,15 @@ def pipeline_description(plan: PipelinePlan, state: ModelState, reason: str | No
         "output": plan.spec.output,
         "order": plan.order,
     }
+
+
+def pipeline_over(plan: PipelinePlan, contract: ContractEntry, members: Mapping[str, Any],
+                  default_timeout_s: float,
+                  payloads: PayloadSettings | None = None) -> PipelineRuntime:
+    """A pipeline whose model nodes are typed calls into each member model's request path
+    (`request_path.respond`) from this process — the model served here (tier 1), or
+    forwarded by it to its worker process (tier 1 on several processes)."""
+    return PipelineRuntime(plan, contract,
+                           {name: partial(request_path.respond, model)
+                            for name, model in members.items()},
+                           default_timeout_s, members=members, payloads=payloads)

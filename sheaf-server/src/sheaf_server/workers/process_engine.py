@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from functools import partial
 from operator import attrgetter
 from typing import Any, ClassVar
 
@@ -28,7 +27,7 @@ from sheaf_core.spec import ModelSpec
 from sheaf_server.engine import request_path
 from sheaf_server.engine.answer import Answer
 from sheaf_server.engine.call import Call
-from sheaf_server.engine.pipeline import PipelineRuntime
+from sheaf_server.engine.pipeline import PipelineRuntime, pipeline_over
 from sheaf_server.engine.runtime import ModelBase
 from sheaf_server.engine.served import ModelTable, build_table
 from sheaf_server.engine.state import ModelState
@@ -75,6 +74,8 @@ class ProcessModel(ModelBase):
                 self.respec(newest.spec)
 
     def _link(self) -> ModelLink:
+        if len(self.links) == 1:  # the usual case: no choice to make on the hot path
+            return self.links[0]
         serving = [link for link in self.links if link.state is ModelState.READY]
         return min(serving or self.links, key=attrgetter("in_flight"))
 
@@ -167,11 +168,8 @@ class ProcessEngine(ModelTable):
 
     def _pipeline(self, plan: PipelinePlan, contract: ContractEntry,
                   members: Mapping[str, ProcessModel]) -> PipelineRuntime:
-        return PipelineRuntime(plan, contract,
-                               {name: partial(request_path.respond, model)
-                                for name, model in members.items()},
-                               self.settings.request_timeout_s, members=members,
-                               payloads=self.settings.payloads)
+        return pipeline_over(plan, contract, members, self.settings.request_timeout_s,
+                             self.settings.payloads)
 
     async def start(self) -> None:
         for model in self.runtimes.values():
