@@ -7,6 +7,7 @@ same tests drive it in this process (tier 1) and in Ray replicas (other processe
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,7 @@ class SlowSettings(BaseModel):
     fast_after: str | None = None  # once this file exists, no more delay
     gate: str | None = None  # load() waits until this file exists
     fail_load: bool = False
+    crash_load: bool = False  # load() kills its own process (a segfault, an OOM kill)
     bias: float = 0.0  # added to every forecast: tells which version of a model answered
     stream_steps: int = 0  # stream(): this many progress events before the result
     step_delay_s: float = 0.0  # ... each after this long
@@ -55,6 +57,8 @@ class ScriptedBackend(BaselineForecaster):
     def load(self) -> None:
         if self.settings.fail_load:
             raise RuntimeError("weights are corrupt")
+        if self.settings.crash_load:
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.settings.gate:
             deadline = time.monotonic() + 60
             while not os.path.exists(self.settings.gate):

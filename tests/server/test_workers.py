@@ -134,6 +134,26 @@ def test_a_killed_model_worker_is_replaced_and_its_requests_answered_503(flag: F
         assert c.get("/models/m").json()["processes"][0]["pid"] == replacement
 
 
+def test_a_model_worker_that_keeps_dying_at_start_is_reported_failed() -> None:
+    """A model whose process dies while loading (here: SIGKILL, as the OOM killer does) is
+    `failed` once it has died 3 times in a row — not `loading` for ever — and the other
+    model serves meanwhile."""
+    crashing = ModelSpec(name="m", backend="test", backend_kwargs={"crash_load": True})
+    with serving(crashing, ModelSpec(name="other", backend="test"),
+                 ready_when="any") as (server, url), httpx.Client(base_url=url) as client:
+        deadline = time.monotonic() + 60
+        while server.model_states()["m"]["state"] != "failed":
+            assert time.monotonic() < deadline, server.model_states()
+            time.sleep(0.1)
+        assert "keeps exiting" in server.model_states()["m"]["reason"]
+        ready = client.get("/ready")
+        assert ready.json()["models"]["m"]["state"] == "failed"
+        assert "signal 9" in ready.json()["models"]["m"]["reason"]
+        refused = client.post("/m/predict", json=BODY)
+        assert (refused.status_code, refused.json()["error"]) == (503, "model_failed")
+        assert client.post("/other/predict", json=BODY).status_code == 200
+
+
 def _in_flight(url: str) -> bool:
     info = httpx.get(f"{url}/models/m", timeout=10).json()
     return any(p["in_flight"] for p in info["processes"]) or bool(info["stats"]

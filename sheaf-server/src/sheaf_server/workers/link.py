@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
+import pathlib
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -78,6 +80,7 @@ class ModelLink:
                 _, protocol = await loop.create_unix_connection(
                     lambda: FrameProtocol(self._received, self._connection_lost), self.path)
             except OSError:
+                self._read_exit_note()
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.5)
                 continue
@@ -112,6 +115,18 @@ class ModelLink:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+    def _read_exit_note(self) -> None:
+        """While the worker cannot be reached: the supervisor's word on why, if it left one
+        (`exit_note_path`) — restarting, or failed when it keeps dying at start."""
+        try:
+            note = json.loads(pathlib.Path(exit_note_path(self.path)).read_text())
+        except (OSError, ValueError):
+            return
+        state = ModelState.FAILED if note.get("failed") else ModelState.LOADING
+        if (state, note.get("reason")) != (self.state, self.reason):
+            self.state, self.reason = state, str(note.get("reason"))
+            self.on_change()
 
     def _connection_lost(self, _: Exception | None) -> None:
         self._protocol = None
@@ -210,6 +225,11 @@ class LinkStream:
                 yield kind, data
         finally:
             self._link._end_stream(self._tag, cancel=not ended)  # the caller went away
+
+
+def exit_note_path(socket_path: str) -> str:
+    """Where the supervisor says why the model worker at `socket_path` is down."""
+    return socket_path + ".exit"
 
 
 def worker_lost(name: str) -> ModelNotReady:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -43,6 +44,7 @@ from sheaf_server.engine.metrics import MULTIPROC_ENV
 from sheaf_server.settings import SheafConfig
 from sheaf_server.workers.child import ENTRY, HttpWorkerRole, ModelWorkerRole, Role, write_role
 from sheaf_server.workers.http_worker import reuseport_socket
+from sheaf_server.workers.link import exit_note_path
 from sheaf_server.workers.process_engine import ProcessEngine
 
 log = logging.getLogger("sheaf.workers")
@@ -53,6 +55,9 @@ MAX_AUTO_WORKERS = 32
 #: A child that exits sooner than this after starting counts as failing: back off.
 HEALTHY_AFTER_S = 10.0
 MAX_BACKOFF_S = 30.0
+#: A model worker that exits this many times in a row, each within `HEALTHY_AFTER_S` of
+#: starting, is reported `failed` (it is still retried, every `MAX_BACKOFF_S` at most).
+CRASH_LOOP_FAILURES = 3
 #: What a stop may take beyond `server.drain_timeout_s` before what still runs is killed,
 #: and the least the model workers get to finish their last batches after the HTTP workers.
 STOP_MARGIN_S = 7.0
@@ -100,6 +105,8 @@ class Child:
     label: str
     role: Callable[[], Role]  # called at each start: a model worker gets the latest spec
     is_model: bool
+    #: A model worker's socket path: its exit note lies beside it (`link.exit_note_path`).
+    socket_path: str | None = None
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     failures: int = 0
@@ -162,7 +169,7 @@ class ProcessHost:
             for r, path in enumerate(self.sockets[spec.name]):
                 self.children.append(Child(
                     f"model {spec.name!r} worker {r + 1}", self._model_role(spec.name, path),
-                    is_model=True))
+                    is_model=True, socket_path=path))
         http = []
         for index in range(self.workers):
             ready_file = os.path.join(self.run_dir, f"http{index}.ready")
@@ -256,6 +263,8 @@ class ProcessHost:
         assert child.process is not None
         code = child.process.poll()
         if code is None:
+            if child.is_model and now - child.started_at > HEALTHY_AFTER_S:
+                _clear_exit_note(child)
             return
         _close(child.process)
         ran = now - child.started_at
@@ -265,6 +274,8 @@ class ProcessHost:
         log.error("%s (pid %d) exited with %s after %.1fs; restarting it%s", child.label,
                   child.process.pid, how, ran, f" in {delay:.0f}s" if delay else "")
         child.restart_at = now + delay
+        if child.is_model:
+            _write_exit_note(child, how, delay)
 
     # -- the host protocol -----------------------------------------------------------------
 
@@ -317,6 +328,30 @@ class ProcessHost:
         if self._reservation is not None:
             self._reservation.close()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _write_exit_note(child: Child, how: str, delay: float) -> None:
+    """Why a model worker is down, for every HTTP worker's /ready (they read it while they
+    cannot reach the worker): restarting — or failed, when it keeps dying at start (a
+    crash or an OOM kill while loading), so that /ready and `exit_on_load_failure` say so
+    instead of "loading" for ever."""
+    assert child.socket_path is not None
+    failed = child.failures >= CRASH_LOOP_FAILURES
+    if failed:
+        reason = (f"its worker process keeps exiting within {HEALTHY_AFTER_S:.0f}s of starting "
+                  f"({how}, {child.failures} times in a row; the server log has why); "
+                  f"retrying in {delay:.0f}s")
+    else:
+        reason = f"its worker process exited ({how}); the server is restarting it"
+    note = pathlib.Path(exit_note_path(child.socket_path))
+    note.with_suffix(".tmp").write_text(json.dumps({"failed": failed, "reason": reason}))
+    note.with_suffix(".tmp").replace(note)  # readers never see half a note
+
+
+def _clear_exit_note(child: Child) -> None:
+    assert child.socket_path is not None
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(exit_note_path(child.socket_path))
 
 
 def _constant(role: Role) -> Callable[[], Role]:
