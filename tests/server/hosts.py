@@ -39,13 +39,11 @@ class Host:
     def serve(self, *specs: ModelSpec, wait_ready: bool = True,
               pipelines: Sequence[PipelineSpec] = (), jobs: JobSettings | None = None,
               **settings: object) -> Iterator[httpx.Client]:
+        if self.name != "ray":  # one process, or HTTP workers and a model worker, on any
+            settings.setdefault("workers", 2 if self.name == "multi" else 1)  # machine
         config = SheafConfig(models=list(specs), pipelines=list(pipelines),
                              server=ServerSettings(**settings), jobs=jobs)
         if self.name in ("asgi", "multi"):
-            # one process, or HTTP workers and a model worker, whatever the machine's cores
-            settings.setdefault("workers", 2 if self.name == "multi" else 1)
-            config = SheafConfig(models=list(specs), pipelines=list(pipelines),
-                                 server=ServerSettings(**settings), jobs=jobs)
             server = ModelServer(config, port=0, plugins=[ScriptedPlugin()],
                                  log_level="warning")
         else:  # the session's cluster: RayHost joins it, and leaves it running at stop()
