@@ -79,8 +79,10 @@ def test_a_request_continues_the_callers_trace_with_a_span_per_step(
             [s for s in spans if s.name == "sheaf.encode"]) >= 4 and any(
             s.name == "sheaf.batch" for s in spans) and in_trace(spans, "4" * 32,
                                                                    "sheaf.validate")
-            # each process exports on its own: wait for every step of the traced request
-            and all(in_trace(spans, TRACE, step) for step in STEPS))
+            # each process exports on its own: wait for every span asserted below
+            and all(in_trace(spans, TRACE, step) for step in STEPS)
+            and all(in_trace(spans, t, "sheaf.queue") for t in others)
+            and in_trace(spans, "3" * 32, "sheaf.cache"))
 
     # The request's span continues the caller's: same trace, the caller's span as parent.
     [request] = [s for s in spans if s.trace_id == TRACE and s.parent_id == CALLER_SPAN]

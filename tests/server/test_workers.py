@@ -6,6 +6,8 @@ process outliving the server. The rest of the HTTP behaviour runs on this host t
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import signal
@@ -28,8 +30,12 @@ from server_support import ScriptedPlugin
 
 from sheaf_core import ModelSpec
 from sheaf_server import ModelServer
+from sheaf_server.engine import Engine
 from sheaf_server.settings import ServedModelSpec, ServerSettings, SheafConfig
 from sheaf_server.workers import supervisor
+from sheaf_server.workers.link import exit_note_path
+from sheaf_server.workers.model_worker import ModelWorker
+from sheaf_server.workers.process_engine import ProcessEngine
 
 BODY = {"history": [1.0, 2.0, 3.0, 4.0], "horizon": 3}
 HERE = Path(__file__).parent
@@ -152,6 +158,41 @@ def test_a_model_worker_that_keeps_dying_at_start_is_reported_failed() -> None:
         refused = client.post("/m/predict", json=BODY)
         assert (refused.status_code, refused.json()["error"]) == (503, "model_failed")
         assert client.post("/other/predict", json=BODY).status_code == 200
+
+
+def test_an_http_worker_listens_only_once_its_model_workers_accept(tmp_path: Path) -> None:
+    """An HTTP worker's engine starts (so uvicorn listens) only when every model worker has
+    accepted its link, or the supervisor has reported that worker failed: a worker that
+    listened first answered 503 for a moment while a sibling's /ready said ready."""
+    served, failing = str(tmp_path / "m.sock"), str(tmp_path / "broken.sock")
+    specs = [ModelSpec(name="m", backend="test"), ModelSpec(name="broken", backend="test")]
+    settings = ServerSettings(workers=1)
+
+    async def scenario() -> None:
+        http_side = ProcessEngine(specs, {"m": [served], "broken": [failing]}, settings,
+                                  plugins=[ScriptedPlugin()], connect_at_start_s=30)
+        starting = asyncio.ensure_future(http_side.start())
+        await asyncio.sleep(0.5)
+        assert not starting.done()  # no model worker listens yet
+
+        model_side = Engine(specs[:1], settings, plugins=[ScriptedPlugin()])
+        await model_side.start()
+        listener = await asyncio.get_running_loop().create_unix_server(
+            ModelWorker(model_side).connection, path=served)
+        await asyncio.sleep(0.5)
+        assert not starting.done()  # "broken" is neither reachable nor reported failed
+
+        Path(exit_note_path(failing)).write_text(json.dumps(
+            {"failed": True, "reason": "its worker process keeps exiting"}))
+        await asyncio.wait_for(starting, 5)
+        states = http_side.readiness()[1]
+        assert states["m"]["state"] == "ready"
+        assert states["broken"]["state"] == "failed"
+        await http_side.stop()
+        listener.close()
+        await model_side.stop()
+
+    asyncio.run(scenario())
 
 
 def _in_flight(url: str) -> bool:

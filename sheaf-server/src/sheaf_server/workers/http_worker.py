@@ -21,7 +21,7 @@ from sheaf_server.asgi.app import create_app
 from sheaf_server.asgi.host import tls_options
 from sheaf_server.settings import RateLimit, ServerSettings
 from sheaf_server.workers.child import HttpWorkerRole
-from sheaf_server.workers.process_engine import ProcessEngine
+from sheaf_server.workers.process_engine import CONNECT_AT_START_S, ProcessEngine
 
 
 def reuseport_socket(host: str, port: int) -> socket.socket:
@@ -60,9 +60,10 @@ def serve_http(role: HttpWorkerRole) -> None:
     config = role.config
     settings = worker_settings(config.server, role.workers)
     engine = ProcessEngine(config.models, role.sockets, settings, plugins=role.plugins,
-                           pipelines=config.pipelines)
+                           pipelines=config.pipelines, connect_at_start_s=CONNECT_AT_START_S)
+    # Not listening yet: uvicorn listens after the lifespan has started the engine (its
+    # links connected), so the kernel sends this worker no connection before it can serve.
     sock = reuseport_socket(role.host, role.port)
-    sock.listen(2048)
     server = uvicorn.Server(uvicorn.Config(
         create_app(engine, jobs=config.jobs), log_level=role.log_level.lower(),
         access_log=False, log_config=None,

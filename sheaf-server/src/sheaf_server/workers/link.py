@@ -57,6 +57,8 @@ class ModelLink:
         self._tags = itertools.count(1)
         self._lost = asyncio.Event()
         self._connected = asyncio.Event()
+        #: Connected once, or reported failed by the supervisor (see `wait_settled`).
+        self._settled = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -88,6 +90,7 @@ class ModelLink:
             self._lost.clear()
             self._protocol = protocol
             self._connected.set()
+            self._settled.set()
             await self._lost.wait()
 
     async def wait_connected(self, timeout_s: float) -> None:
@@ -95,6 +98,13 @@ class ModelLink:
         start, or while a worker restarts); TimeoutError after `timeout_s`."""
         async with asyncio.timeout(timeout_s):
             await self._connected.wait()
+
+    async def wait_settled(self, timeout_s: float) -> None:
+        """Until the worker has accepted this link once, or the supervisor has reported
+        it failed (it keeps dying at start: waiting longer would only delay the other
+        models); TimeoutError after `timeout_s`."""
+        async with asyncio.timeout(timeout_s):
+            await self._settled.wait()
 
     # -- incoming -------------------------------------------------------------------------
 
@@ -124,6 +134,8 @@ class ModelLink:
         except (OSError, ValueError):
             return
         state = ModelState.FAILED if note.get("failed") else ModelState.LOADING
+        if state is ModelState.FAILED:
+            self._settled.set()
         if (state, note.get("reason")) != (self.state, self.reason):
             self.state, self.reason = state, str(note.get("reason"))
             self.on_change()

@@ -13,6 +13,7 @@ job's checks are forwarded whole (the worker runs the request path's `stream`/`v
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, ClassVar
@@ -36,6 +37,8 @@ from sheaf_server.workers.link import STARTING, LinkStream, ModelLink
 
 #: How long a hot swap waits for a model worker that is (re)starting to accept it.
 UPDATE_CONNECT_S = 60.0
+#: How long an HTTP worker waits, before it listens, for its links to connect.
+CONNECT_AT_START_S = 30.0
 
 
 class ProcessModel(ModelBase):
@@ -153,9 +156,11 @@ class ProcessEngine(ModelTable):
     def __init__(self, specs: Iterable[ModelSpec], sockets: Mapping[str, Sequence[str]],
                  settings: ServerSettings, plugins: Iterable[object] = (),
                  registry: Registry | None = None,
-                 pipelines: Iterable[PipelineSpec] = ()) -> None:
+                 pipelines: Iterable[PipelineSpec] = (),
+                 connect_at_start_s: float = 0.0) -> None:
         self.settings = settings
         self.sockets = sockets
+        self.connect_at_start_s = connect_at_start_s
         self.runtimes, self.models = build_table(
             specs, pipelines, registry or registry_with(plugins), self._model, self._pipeline)
 
@@ -172,9 +177,20 @@ class ProcessEngine(ModelTable):
                              self.settings.payloads)
 
     async def start(self) -> None:
-        for model in self.runtimes.values():
-            for link in model.links:
-                link.start()
+        """Connect to every model worker. An HTTP worker waits (up to `connect_at_start_s`)
+        until every link is connected or its worker reported failed, because it listens
+        only once this returns: one started beside serving siblings (a restart, or the
+        last of several to start) would otherwise answer 503 for a moment while a
+        sibling's /ready says ready. The supervisor's control engine does not wait (the
+        workers start after it). A worker still not reachable after that is answered for
+        by its model's state, as after any loss."""
+        links = [link for model in self.runtimes.values() for link in model.links]
+        for link in links:
+            link.start()
+        if self.connect_at_start_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.gather(*(link.wait_settled(self.connect_at_start_s)
+                                       for link in links))
 
     async def stop(self) -> None:
         await asyncio.gather(*(link.close() for model in self.runtimes.values()

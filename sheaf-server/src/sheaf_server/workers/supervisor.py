@@ -143,6 +143,9 @@ class ProcessHost:
         self._loop_thread: threading.Thread | None = None
         self._monitor: threading.Thread | None = None
         self._stopping = threading.Event()
+        #: Set once every HTTP worker listens; until then the monitor tends model workers
+        #: only (an HTTP worker that exits while starting fails the start instead).
+        self._serving = threading.Event()
         self._lock = threading.Lock()
 
     # -- start ------------------------------------------------------------------------------
@@ -179,6 +182,11 @@ class ProcessHost:
         self.children.extend(http)
         for child in self.children:
             self._spawn(child)
+        # Tending model workers already: one that dies while loading is restarted (and
+        # reported failed when it keeps dying) while the HTTP workers wait for it.
+        self._monitor = threading.Thread(target=self._watch, name="sheaf-supervisor",
+                                         daemon=True)
+        self._monitor.start()
         deadline = time.monotonic() + timeout_s
         for child in http:
             ready_file = child.role().ready_file  # type: ignore[union-attr]
@@ -190,9 +198,7 @@ class ProcessHost:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{child.label} did not start within {timeout_s:.0f}s")
                 time.sleep(0.02)
-        self._monitor = threading.Thread(target=self._watch, name="sheaf-supervisor",
-                                         daemon=True)
-        self._monitor.start()
+        self._serving.set()
         shown = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         log.info("serving with %d HTTP workers and %d model workers", self.workers,
                  sum(len(paths) for paths in self.sockets.values()))
@@ -252,7 +258,8 @@ class ProcessHost:
                 if self._stopping.is_set():
                     return
                 for child in self.children:
-                    self._tend(child)
+                    if child.is_model or self._serving.is_set():
+                        self._tend(child)
 
     def _tend(self, child: Child) -> None:
         now = time.monotonic()
