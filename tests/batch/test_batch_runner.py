@@ -1,5 +1,5 @@
 """BatchRunner on a real local Ray cluster: one response per valid row in input order under
-both compute modes, invalid rows reported by line and field before anything runs (or
+both compute modes, invalid rows reported by line and field with no output written (or
 skipped to a rejects file), a failing row isolated in the errors file, Parquet in, s3:// in
 and out through a real S3 API, and a backend loaded once per worker, not per chunk."""
 
@@ -60,19 +60,44 @@ def test_every_row_is_answered_in_input_order_under_skewed_cost(tmp_path: Path,
     assert read_jsonl(summary.errors) == [] and not Path(f"{sink}.parts").exists()
 
 
-def test_invalid_rows_are_reported_by_line_and_field_and_nothing_runs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chunk_rows", [1000, 2])
+def test_invalid_rows_are_reported_by_line_and_field_and_no_output_is_written(
+        tmp_path: Path, chunk_rows: int) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [
         row(0), {"history": [1, "x"], "horizon": 2}, row(2), "{not json", "",
         {"history": [1, 2], "horizon": 0, "colour": 1}])
     sink = tmp_path / "out.jsonl"
     with pytest.raises(InvalidRows) as info:
-        runner().run(BatchSpec(source=str(source), sink=str(sink)))
+        runner().run(BatchSpec(source=str(source), sink=str(sink), chunk_rows=chunk_rows))
     message = str(info.value)
-    assert message.startswith("3 invalid rows; nothing was run")
+    assert message.startswith("3 invalid rows; no output was written")
     assert "line 2: history.1:" in message and "line 4: body" in message
     assert "line 6: horizon:" in message and "colour: unknown field" in message
     rejects = read_jsonl(f"{sink}.rejects.jsonl")
     assert [r["line"] for r in rejects] == [2, 4, 6]
+    assert not sink.exists() and not Path(f"{sink}.parts").exists()
+
+
+def test_with_fail_an_invalid_row_stops_the_model_and_every_invalid_row_is_still_listed(
+        tmp_path: Path) -> None:
+    """Rows are parsed once, on the workers (the driver only cuts chunks). The first invalid
+    row stops the model — in its worker at once, in the others at their next chunk — and
+    the remaining rows are still checked, so the rejects file lists every invalid row."""
+    rows: list = [row(i) for i in range(60)]
+    rows[0] = {"history": [1, "x"], "horizon": 2}
+    rows[59] = {"history": [], "horizon": 2}
+    source = write_jsonl(tmp_path / "in.jsonl", rows)
+    sink = tmp_path / "out.jsonl"
+    predicted = tmp_path / "predicted.log"
+    with pytest.raises(InvalidRows) as info:
+        runner(predict_log=str(predicted)).run(BatchSpec(
+            source=str(source), sink=str(sink), chunk_rows=2, batch_size=1, concurrency=1))
+    assert info.value.count == 2
+    assert [r["line"] for r in read_jsonl(f"{sink}.rejects.jsonl")] == [1, 60]
+    # one chunk at a time, the first holding the first invalid row: no row ever ran (the
+    # log holds the model's own warm-up requests only)
+    ran = [json.loads(line) for line in predicted.read_text().splitlines()]
+    assert not [history for history in ran if history in [r["history"] for r in rows[1:59]]]
     assert not sink.exists() and not Path(f"{sink}.parts").exists()
 
 
@@ -177,6 +202,20 @@ def test_the_backend_loads_once_per_worker_process_not_per_chunk(tmp_path: Path)
                                             chunk_rows=10))  # 20 chunks
     loads = log.read_text().split()
     assert len(loads) == len(set(loads)) <= 4  # one per worker process Ray used
+
+
+def test_task_workers_stay_warm_for_the_next_job_of_the_same_runner(tmp_path: Path) -> None:
+    """`compute: tasks`: the worker processes of one driver keep the loaded model, so the
+    next job loads nothing (its warm-up tasks find the model there)."""
+    log = tmp_path / "loads.log"
+    source = write_jsonl(tmp_path / "in.jsonl", [row(i) for i in range(40)])
+    bolt = runner(load_log=str(log))
+    bolt.run(BatchSpec(source=str(source), sink=str(tmp_path / "first.jsonl"), chunk_rows=10))
+    first = log.read_text().split()
+    summary = bolt.run(BatchSpec(source=str(source), sink=str(tmp_path / "next.jsonl"),
+                                 chunk_rows=10))
+    assert summary.ok == 40 and first
+    assert log.read_text().split() == first
 
 
 def test_tiny_chronos_bolt_on_an_actor_pool_matches_the_backend_in_process(

@@ -5,6 +5,10 @@ A chunk's responses and errors are written first, its marker (`part-NNNNNN.done`
 its counts) last: a chunk counts as done only once its marker exists, so a worker killed
 mid-write leaves a chunk that is simply run again. `job.json` records which job the
 directory belongs to; another job refuses to use it.
+
+With `on_invalid: fail`, a worker that finds an invalid row raises the job's flag
+(`invalid`); chunks checked but not run after that leave their rejects and a `.checked`
+marker, never a `.done` one.
 """
 
 from __future__ import annotations
@@ -54,27 +58,54 @@ class WorkDir:
 
     def done(self) -> dict[int, dict[str, int]]:
         """Finished chunks → their counts."""
-        finished: dict[int, dict[str, int]] = {}
-        for path in self.fs.glob(self._at("part-*.done")):
-            index = int(path.rsplit("part-", 1)[1].removesuffix(".done"))
+        return self._markers("done")
+
+    def _markers(self, kind: str) -> dict[int, dict[str, int]]:
+        found: dict[int, dict[str, int]] = {}
+        for path in self.fs.glob(self._at(f"part-*.{kind}")):
+            index = int(path.rsplit("part-", 1)[1].removesuffix(f".{kind}"))
             with self.fs.open(path, "r") as f:
-                finished[index] = json.load(f)
-        return finished
+                found[index] = json.load(f)
+        return found
 
     def part(self, index: int, kind: str) -> str:
         return self._at(f"part-{index:06d}.{kind}")
 
     def write_chunk(self, index: int, responses: list[bytes], errors: list[bytes],
-                    counts: dict[str, int], rejects: list[bytes] | None = None) -> None:
-        parts = [("jsonl", responses), ("errors.jsonl", errors)]
-        if rejects is not None:  # the worker validated this chunk (on_invalid: skip)
-            parts.append(("rejects.jsonl", rejects))
+                    rejects: list[bytes], counts: dict[str, int]) -> None:
+        """A finished chunk: its parts, then its marker."""
+        self._write_parts(index, [("jsonl", responses), ("errors.jsonl", errors),
+                                  ("rejects.jsonl", rejects)])
+        self._mark(index, "done", counts)
+
+    def write_checked(self, index: int, rejects: list[bytes], counts: dict[str, int]) -> None:
+        """A chunk whose rows were checked but not run (`on_invalid: fail` and an invalid
+        row somewhere): its rejects, then its marker."""
+        self._write_parts(index, [("rejects.jsonl", rejects)])
+        self._mark(index, "checked", counts)
+
+    def checked(self) -> dict[int, dict[str, int]]:
+        """Chunks checked but not run → their counts."""
+        return self._markers("checked")
+
+    def _write_parts(self, index: int, parts: list[tuple[str, list[bytes]]]) -> None:
         for kind, lines in parts:
             with self.fs.open(self.part(index, kind), "wb") as f:
                 for line in lines:
                     f.write(line + b"\n")
-        with self.fs.open(self.part(index, "done"), "w") as f:
+
+    def _mark(self, index: int, kind: str, counts: dict[str, int]) -> None:
+        with self.fs.open(self.part(index, kind), "w") as f:
             json.dump(counts, f)
+
+    def flag_invalid(self) -> None:
+        """Say that the job has an invalid row (`on_invalid: fail`): workers stop running
+        the model and only check their rows."""
+        with self.fs.open(self._at("invalid"), "w") as f:
+            f.write("an invalid row was found; see the rejects parts\n")
+
+    def invalid_seen(self) -> bool:
+        return bool(self.fs.exists(self._at("invalid")))
 
     def copy_parts(self, indices: list[int], kind: str, target: Any) -> None:
         """Append the parts of `kind`, in chunk order, to the open binary file `target`."""

@@ -1,7 +1,9 @@
-"""What runs on Ray workers: one chunk at a time, its rows parsed and sent as typed calls
-into the engine's request path (`request_path.answer_rows`: features, checks, the backend
-in batches — a failing row retried alone so it fails by itself — failures translated as the
-servers translate them, stamped, encoded), then a checkpoint.
+"""What runs on Ray workers: one chunk at a time, each row parsed once (and validated: the
+driver does not parse rows) and sent, `batch_size` at a time, as typed calls into the
+engine's request path (`request_path.answer_rows`: features, checks, the backend — a
+failing row retried alone so it fails by itself — failures translated as the servers
+translate them, stamped, encoded), then a checkpoint. A chunk holds at most one batch of
+parsed requests: parsed objects are what a garbage collection walks.
 
 The backend is loaded once per process: `ChunkActor` holds one per actor; stateless tasks
 share a per-process cache (`_runtime`), so a worker process that runs many tasks loads once.
@@ -9,6 +11,7 @@ share a per-process cache (`_runtime`), so a worker process that runs many tasks
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from dataclasses import dataclass
@@ -37,9 +40,9 @@ class JobContext:
     storage_options: dict[str, Any]
     batch_size: int
     plugins: tuple[object, ...] = ()
-    #: `on_invalid: skip`: rows are validated here, as they are parsed, and invalid ones
-    #: written to the chunk's rejects part (with `fail` the driver validated every row).
-    rejects_here: bool = False
+    #: `on_invalid: fail`: once an invalid row is found (here or by another worker), rows
+    #: are only checked, not run (see `sheaf_batch.validation`).
+    stop_on_invalid: bool = True
 
 
 _runtimes: dict[str, ModelRuntime] = {}
@@ -56,6 +59,9 @@ def _runtime(job: JobContext) -> ModelRuntime:
         load_model(runtime.backend, runtime.features, runtime.contract.response,
                    warmup=job.spec.warmup)
         _runtimes[key] = runtime
+        # The imports and the model are here for good: keep the collector from walking
+        # them again at every full collection while chunks allocate rows.
+        gc.freeze()
     return runtime
 
 
@@ -67,6 +73,12 @@ def _configure_torch() -> None:
     except ImportError:
         return
     torch.set_num_threads(1)
+
+
+def warm(job: JobContext) -> None:
+    """Ray task: load `job`'s model into this worker process ahead of its chunks (they
+    then find it in `_runtimes`), while the driver cuts the source and Ray Data starts."""
+    _runtime(job)
 
 
 def run_chunks(batch: dict[str, np.ndarray], job: JobContext) -> dict[str, np.ndarray]:
@@ -89,48 +101,76 @@ def _run(runtime: ModelRuntime, job: JobContext,
          batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     source = Source(job.source, job.storage_options)
     work = WorkDir(job.work_dir, job.storage_options)
-    counts: dict[str, list[int]] = {"index": [], "rows": [], "ok": [], "failed": [],
-                                    "rejected": []}
+    counts: dict[str, list[int]] = {key: [] for key in ("index", *COUNTS)}
     for i in range(len(batch["index"])):
         chunk = Chunk(**{field: int(batch[field][i]) for field in
                          ("index", "first_line", "lines", "rows", "offset")})
         done = run_chunk(runtime, job, source, work, chunk)
-        for key, value in (("index", chunk.index), ("rows", chunk.rows), ("ok", done["ok"]),
-                           ("failed", done["failed"]), ("rejected", done["rejected"])):
-            counts[key].append(value)
+        counts["index"].append(chunk.index)
+        for key in COUNTS:
+            counts[key].append(done.get(key, 0))
     return {key: np.array(values) for key, values in counts.items()}
+
+
+#: What a chunk reports: its rows, answered, failed, set aside as invalid, and checked but
+#: not run (`on_invalid: fail` after an invalid row).
+COUNTS = ("rows", "ok", "failed", "rejected", "unrun")
 
 
 def run_chunk(runtime: ModelRuntime, job: JobContext, source: Source, work: WorkDir,
               chunk: Chunk) -> dict[str, int]:
-    """Answer every row of `chunk` and checkpoint it; its counts (ok, failed, rejected).
-    An invalid row is written to the chunk's rejects part when this worker validates
-    (`rejects_here`); else the driver already reported it."""
-    calls: list[Call] = []
-    lines: list[int] = []
-    rejects: list[bytes] = []
+    """Answer every row of `chunk` and checkpoint it; its counts (`COUNTS`). Each row is
+    parsed once; an invalid one goes to the chunk's rejects part. With `stop_on_invalid`
+    the model stops running (here at once, elsewhere at their next chunk) once a row is
+    invalid, and the chunk is only checked."""
     validate = runtime.contract.request.model_validate_json
+    running = not (job.stop_on_invalid and work.invalid_seen())
+    responses: list[bytes] = []
+    errors: list[bytes] = []
+    rejects: list[bytes] = []
+    lines: list[int] = []
+    calls: list[Call] = []
+    checked_only = 0
+
+    def answer() -> None:
+        results = request_path.answer_rows(runtime, calls, job.batch_size)
+        for line, result in zip(lines, results, strict=True):
+            if isinstance(result, RequestError):
+                errors.append(_error(line, result))
+            else:
+                responses.append(result)
+        lines.clear()
+        calls.clear()
+
     for line, text in source.rows(chunk):
         try:
             request = request_path.parse(validate, text)
         except InvalidRequest as exc:
-            if job.rejects_here:
-                rejects.append(json.dumps(reject_record(line, text, exc)).encode())
+            rejects.append(json.dumps(reject_record(line, text, exc)).encode())
+            if running and job.stop_on_invalid:
+                running = False
+                checked_only += len(calls)  # parsed, never to be run
+                calls.clear()
+                lines.clear()
+                work.flag_invalid()
+            continue
+        if not running:
+            checked_only += 1
             continue
         calls.append(Call(runtime.name, f"line-{line}", request=request, id_generated=True))
         lines.append(line)
-    responses: list[bytes] = []
-    errors: list[bytes] = []
-    for line, result in zip(lines, request_path.answer_rows(runtime, calls, job.batch_size),
-                            strict=True):
-        if isinstance(result, RequestError):
-            errors.append(_error(line, result))
-        else:
-            responses.append(result)
-    counts = {"rows": chunk.rows, "ok": len(responses), "failed": len(errors),
-              "rejected": len(rejects)}
-    work.write_chunk(chunk.index, responses, errors, counts,
-                     rejects if job.rejects_here else None)
+        if len(calls) == job.batch_size:
+            answer()
+    if running:
+        answer()
+        counts = {"rows": chunk.rows, "ok": len(responses), "failed": len(errors),
+                  "rejected": len(rejects)}
+        work.write_chunk(chunk.index, responses, errors, rejects, counts)
+        return counts
+    # Rows answered before the flag count as checked: the job writes no output.
+    counts = {"rows": chunk.rows, "rejected": len(rejects),
+              "unrun": checked_only + len(responses) + len(errors)}
+    work.write_checked(chunk.index, rejects, counts)
     return counts
 
 

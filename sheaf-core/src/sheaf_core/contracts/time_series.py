@@ -355,15 +355,11 @@ class TimeSeriesRequest(BaseRequest):
         """The largest absolute value in the history and covariates (0 if none): what a
         backend compares with the range its arithmetic holds (`magnitude_problem`)."""
         history = cast(list[Any], self.history or [])
-        rows: list[Any] = ([value for row in history for value in row]
-                           if self.is_multivariate else list(history))
-        for series in [*(self.past_covariates or {}).values(),
-                       *(self.future_covariates or {}).values()]:
-            rows.extend(series)
-        if None in rows:  # missing values (rare): dropped first
-            rows = [value for value in rows if value is not None]
-        # map/max run in C: ~10x faster than a generator, on every request of every model
-        return max(map(abs, rows), default=0.0)
+        series: list[list[Any]] = [[value for row in history for value in row]
+                                   if self.is_multivariate else history]
+        series += [*(self.past_covariates or {}).values(),
+                   *(self.future_covariates or {}).values()]
+        return max(map(_extreme, series), default=0.0)
 
     def target_series(self) -> list[float]:
         """The single series to forecast when not joint (NaN for missing values)."""
@@ -390,6 +386,17 @@ class TimeSeriesResponse(BaseResponse):
         default=None, description="`num_samples` sample paths.")
     timestamps: list[datetime] | None = Field(
         default=None, description="One per horizon step, when `start` and `frequency` are given.")
+
+
+def _extreme(values: list[Any]) -> float:
+    """max |x| over a series, nulls ignored (0 if none). On every request of every model:
+    max and min run in C without copying the series (twice as fast as abs over a copy);
+    a null makes them raise, and only then is the series filtered."""
+    try:
+        return max(max(values), -min(values)) if values else 0.0
+    except TypeError:  # a null among the values (rare)
+        observed = [value for value in values if value is not None]
+        return max(max(observed), -min(observed)) if observed else 0.0
 
 
 def magnitude_problem(request: TimeSeriesRequest, limit: float,
