@@ -5,8 +5,9 @@ Rows per model and client count:
 
   limit             the backend's `predict` in-process on a batch of min(clients, 32)
   sheaf workers=1   `sheaf-server serve`, one process (HTTP, batcher and model together)
-  sheaf workers=N   N (the machine's cores) HTTP worker processes and one model worker
-                    process
+  sheaf workers=N   N HTTP worker processes (`--workers`: the machine's cores by default,
+                    or `auto`) and one model worker process (`--replicas`: also rows
+                    with the model in several)
   FastAPI batched   one uvicorn process batching by hand (bench/peers/fastapi_batched.py)
   LitServe          LitServe 0.2 with N API servers and one inference worker, its batching
                     at the same 32 / 2 ms (bench/peers/litserve_app.py)
@@ -19,6 +20,9 @@ of the pass (what it used of the machine).
 
     ./dev bench-workers                      # the committed run: writes bench/results/
     ./dev bench-workers --duration 3 --clients 64 --models tiny --no-save
+    # many cores: servers on 12 CPUs, wrk on 4; workers: auto, and 2 and 4 model processes
+    taskset -c 0-11 python bench/multi_process.py --no-peers --workers auto \
+        --replicas 2,4 --wrk-threads 4 --wrk-cpus 12-15  # results/multi_process_16_cores.md
 """
 
 from __future__ import annotations
@@ -79,6 +83,9 @@ class Server:
     url: str
     pid: int
     sheaf_model: str | None = None
+    #: wrk's threads and the CPUs it is pinned to (`--wrk-threads`, `--wrk-cpus`).
+    wrk_threads: int = 1
+    wrk_cpus: str | None = None
 
     def cpu_seconds(self) -> float:
         try:
@@ -96,13 +103,14 @@ class Server:
         return total
 
     def row(self, workload: Workload, script: Path, clients: int, duration: float) -> Row:
-        wrk(self.url, script, clients, 2)  # warm up at this concurrency
+        wrk(self.url, script, clients, 2, self.wrk_threads, self.wrk_cpus)  # warm up
         before = _served(self.url.rsplit("/", 2)[0], self.sheaf_model) \
             if self.sheaf_model else None
         passes, cores = [], []
         for _ in range(3):
             cpu = self.cpu_seconds()
-            result = wrk(self.url, script, clients, _pass_seconds(duration))
+            result = wrk(self.url, script, clients, _pass_seconds(duration),
+                         self.wrk_threads, self.wrk_cpus)
             cores.append((self.cpu_seconds() - cpu) / (result["duration_us"] / 1e6))
             passes.append(result)
         best = max(range(3), key=lambda i: passes[i]["requests"] / passes[i]["duration_us"])
@@ -120,20 +128,33 @@ class Server:
 
 
 @contextmanager
-def sheaf(workload: Workload, model_dir: Path, workers: int,
-          workdir: Path) -> Iterator[Server]:
+def sheaf(workload: Workload, model_dir: Path, workers: int | str, workdir: Path,
+          replicas: int = 1) -> Iterator[Server]:
+    """`sheaf-server serve` with `server.workers` as given (a number, or `auto`) and the
+    model in `replicas` worker processes."""
     port = _free_port()
     config = {
         "server": {"host": "127.0.0.1", "port": port, "workers": workers},
-        "models": [{"name": workload.name, "backend": "chronos",
+        "models": [{"name": workload.name, "backend": "chronos", "replicas": replicas,
                     "backend_kwargs": {"model_id": str(model_dir)},
                     "batching": {"max_batch_size": MAX_BATCH, "max_wait_ms": 2}}],
     }
+    label = workers if workers != "auto" else f"auto ({_auto_workers(config)})"
+    if replicas > 1:
+        label = f"{label}, replicas={replicas}"
     with serve_config(config, workdir / f"{workload.name}-w{workers}.yaml") as (base, pid):
         url = f"{base}/{workload.name}/predict"
         httpx.post(url, content=workload.body(), timeout=60,
                    headers={"content-type": "application/json"}).raise_for_status()
-        yield Server(f"sheaf workers={workers}", url, pid, workload.name)
+        yield Server(f"sheaf workers={label}", url, pid, workload.name)
+
+
+def _auto_workers(config: dict[str, Any]) -> int:
+    """What `workers: auto` resolves to on this machine for `config`."""
+    from sheaf_server.settings import SheafConfig
+    from sheaf_server.workers.supervisor import http_workers
+
+    return http_workers(SheafConfig.model_validate(config))
 
 
 @contextmanager
@@ -181,7 +202,8 @@ def _cores() -> int:
 
 
 def measure(workload: Workload, model_dir: Path, clients: list[int], duration: float,
-            workdir: Path, peers: bool) -> list[Row]:
+            workdir: Path, peers: bool, workers: int | str, wrk_threads: int = 1,
+            wrk_cpus: str | None = None, replicas: tuple[int, ...] = ()) -> list[Row]:
     """Per client count, every server back to back (one at a time: each has the machine),
     so that a noisy neighbour skews them alike."""
     script = workdir / f"{workload.name}.lua"
@@ -189,7 +211,9 @@ def measure(workload: Workload, model_dir: Path, clients: list[int], duration: f
     limit = InProcess(workload, model_dir)
     rows: list[Row] = []
     servers = [lambda: sheaf(workload, model_dir, 1, workdir),
-               lambda: sheaf(workload, model_dir, _cores(), workdir)]
+               lambda: sheaf(workload, model_dir, workers, workdir)]
+    servers += [lambda n=n: sheaf(workload, model_dir, workers, workdir, n)  # type: ignore
+                for n in replicas]
     if peers:
         servers += [
             lambda: peer("FastAPI batched", "fastapi_batched.py", [str(model_dir)], workdir),
@@ -203,6 +227,7 @@ def measure(workload: Workload, model_dir: Path, clients: list[int], duration: f
     limit.backend.close()
     for start in servers:
         with start() as server:
+            server.wrk_threads, server.wrk_cpus = wrk_threads, wrk_cpus
             for c in clients:
                 print(f"[{workload.name}] {c} clients: {server.name}", file=sys.stderr,
                       flush=True)
@@ -236,7 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="tiny,compute", help=f"of {', '.join(WORKLOADS)}")
     parser.add_argument("--no-peers", action="store_true", help="sheaf and the limit only")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results")
+    parser.add_argument("--workers", default="cores", help="the multi-process row's "
+                        "server.workers: a number, auto, or cores (the machine's cores; "
+                        "on 2 cores auto is 1)")
+    parser.add_argument("--replicas", default="", help="comma-separated: also serve the "
+                        "multi-process row with the model in this many worker processes")
+    parser.add_argument("--wrk-threads", type=int, default=1)
+    parser.add_argument("--wrk-cpus", default=None, help="pin wrk to these CPUs (taskset "
+                        "list, e.g. 12-15; run the bench itself under taskset for the rest)")
     args = parser.parse_args(argv)
+    workers: int | str = _cores() if args.workers == "cores" else \
+        args.workers if args.workers == "auto" else int(args.workers)
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (Debian: apt-get install wrk)")
     if not args.no_peers and not PEERS_PYTHON.exists():
@@ -251,10 +286,15 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         for w in workloads:
             model_dir = getattr(testing, w.build)(workdir / w.name)
-            rows += measure(w, model_dir, clients, args.duration, workdir, not args.no_peers)
+            rows += measure(w, model_dir, clients, args.duration, workdir, not args.no_peers,
+                            workers, args.wrk_threads, args.wrk_cpus,
+                            tuple(int(n) for n in args.replicas.split(",") if n))
     body = [
-        f"{args.duration:g} s per row, the best of three passes; wrk -t1 over 127.0.0.1 on "
-        f"the same machine ({_cores()} cores: wrk, the server and torch share them); "
+        f"{args.duration:g} s per row, the best of three passes; wrk -t{args.wrk_threads} "
+        f"over 127.0.0.1 on the same machine ("
+        + (f"wrk pinned to CPUs {args.wrk_cpus}, the servers to the other {_cores()}"
+           if args.wrk_cpus else f"{_cores()} cores: wrk, the server and torch share them")
+        + "); "
         "torch_threads=1 everywhere; batches of up to 32 formed within 2 ms everywhere.",
         "",
         *[f"- **{w.name}** ({w.build}): history {w.history_length}, horizon {w.horizon}, "

@@ -143,10 +143,14 @@ end
 """
 
 
-def wrk(url: str, script: Path, clients: int, duration: int) -> dict[str, Any]:
+def wrk(url: str, script: Path, clients: int, duration: int, threads: int = 1,
+        cpus: str | None = None) -> dict[str, Any]:
+    """One wrk pass; `threads` wrk threads, pinned to `cpus` (taskset's list) if given."""
+    pin = ["taskset", "-c", cpus] if cpus else []
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{clients}", f"-d{duration}s", "--timeout", "30s", "-s",
-         str(script), url], capture_output=True, text=True, check=True, timeout=duration + 60)
+        [*pin, "wrk", f"-t{min(threads, clients)}", f"-c{clients}", f"-d{duration}s",
+         "--timeout", "30s", "-s", str(script), url],
+        capture_output=True, text=True, check=True, timeout=duration + 60)
     match = re.search(r"^SHEAF_WRK (.*)$", out.stdout, re.MULTILINE)
     if match is None:
         raise RuntimeError(f"wrk printed no summary:\n{out.stdout}\n{out.stderr}")
@@ -179,6 +183,8 @@ def serve_config(config: dict[str, Any], path: Path) -> Iterator[tuple[str, int]
     ready; yield (base url, pid); stop it after."""
     path.write_text(json.dumps(config))  # JSON is YAML
     exe = Path(sys.executable).with_name("sheaf-server")
+    if not exe.exists():  # installed elsewhere (pip --target): the one on PATH
+        exe = Path(shutil.which("sheaf-server") or exe)
     log = path.with_suffix(".log").open("w")
     proc = subprocess.Popen([str(exe), "serve", str(path), "--log-level", "warning"],
                             stdout=log, stderr=subprocess.STDOUT)

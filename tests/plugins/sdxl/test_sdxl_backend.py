@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 from image_support import (
     ImageConformance,
     assert_same_image,
@@ -97,6 +98,18 @@ def test_compatible_requests_share_one_call_and_modes_never_mix(sdxl: SdxlBacken
 
 def test_the_inpainting_pipeline_shares_the_img2img_weights(sdxl: SdxlBackend) -> None:
     assert sdxl.inpaint.unet is sdxl.img2img.unet and sdxl.inpaint.vae is sdxl.img2img.vae
+
+
+def test_both_pipelines_keep_the_dtype_they_were_loaded_in(sdxl_dir: Path) -> None:
+    """bf16 here stands for a CUDA machine's `auto` dtype: diffusers' `from_pipe` casts the
+    modules it shares to float32 unless told, which ran SDXL in float32 on the GPU (found
+    by bench/image_cuda_check.py on an H100)."""
+    backend = SdxlBackend(model_id=str(sdxl_dir), device="cpu", dtype="bfloat16")
+    backend.load()
+    assert backend.img2img.unet.dtype == backend.inpaint.unet.dtype == torch.bfloat16
+    assert backend.describe()["dtype"] == "bfloat16"
+    [answer] = backend.predict([request(seed=1, mask_b64=MASK)])
+    assert pixels(answer.image_b64).shape == (64, 64, 3)
 
 
 # -- behind a real server -----------------------------------------------------------------------

@@ -52,7 +52,10 @@ class SdxlBackend(Backend[ImageToImageRequest, ImageToImageResponse]):
 
         self.img2img, self.device = load_pipeline(StableDiffusionXLImg2ImgPipeline,
                                                   self.settings)
-        self.inpaint = StableDiffusionXLInpaintPipeline.from_pipe(self.img2img)
+        # from_pipe casts the modules it shares to its own dtype, float32 unless told: keep
+        # the loaded one (on CUDA, bf16) for both pipelines.
+        self.inpaint = StableDiffusionXLInpaintPipeline.from_pipe(self.img2img,
+                                                                  dtype=self.img2img.dtype)
         stop_at_deadline(self.img2img.unet)  # once per denoising step; shared by inpaint
         self.inpaint.set_progress_bar_config(disable=True)
         self.size_multiple: int = self.img2img.vae_scale_factor
