@@ -195,6 +195,27 @@ def test_s3_in_and_out(s3: dict, tmp_path: Path) -> None:
     assert not fs.exists("jobs/out.jsonl.parts")
 
 
+@pytest.mark.parametrize("compute", ["tasks", "actors"])
+def test_on_s3_an_invalid_row_fails_the_job_with_every_worker_kind(s3: dict,
+                                                                   compute: str) -> None:
+    """The invalid-row flag lives in the work directory, on the job's storage: workers on
+    S3 see it too, tasks or actors."""
+    rows = [json.dumps(row(i)) for i in range(40)]
+    rows[5], rows[33] = '{"horizon": 2}', "{not json"
+    with fsspec.open(f"s3://jobs/bad-{compute}.jsonl", "w", **s3) as f:
+        f.write("".join(r + "\n" for r in rows))
+    sink = f"s3://jobs/bad-{compute}-out.jsonl"
+    with pytest.raises(InvalidRows) as info:
+        runner().run(BatchSpec(source=f"s3://jobs/bad-{compute}.jsonl", sink=sink,
+                               chunk_rows=8, compute=compute, num_actors=2, num_cpus=0.5,
+                               storage_options=s3))
+    assert info.value.count == 2
+    assert [r["line"] for r in read_jsonl(f"{sink}.rejects.jsonl", s3)] == [6, 34]
+    fs = fsspec.filesystem("s3", **s3)
+    assert not fs.exists(sink.removeprefix("s3://")) and \
+        not fs.exists(sink.removeprefix("s3://") + ".parts")
+
+
 def test_the_backend_loads_once_per_worker_process_not_per_chunk(tmp_path: Path) -> None:
     log = tmp_path / "loads.log"
     source = write_jsonl(tmp_path / "in.jsonl", [row(i) for i in range(200)])

@@ -99,7 +99,7 @@ class BatchRunner:
         self.address = address
         self.progress = progress
         # Constructs the backend (no weights): a bad spec fails here, before any work.
-        self._runtime = Engine([model_spec], plugins=self.plugins).runtimes[model_spec.name]
+        Engine([model_spec], plugins=self.plugins)
 
     def run(self, job: BatchSpec) -> BatchSummary:
         started = time.perf_counter()
@@ -111,14 +111,15 @@ class BatchRunner:
         context = JobContext(self.spec, job.source, job.work_path, options, job.batch_size,
                              self.plugins, stop_on_invalid=job.on_invalid == "fail")
         warming = self._warm(job, context)
-        chunk_rows = self._chunk_rows(job, source, work)
-        planned = chunks(source, chunk_rows)
-        work.claim({"model": self.spec.model_dump(mode="json"), "source": source.fingerprint(),
-                    "chunk_rows": chunk_rows, "on_invalid": job.on_invalid})
-        done = work.done()
-        pending = [c for c in planned.chunks if c.index not in done]
-        resumed = sum(_answered(done[c.index]) for c in planned.chunks if c.index in done)
         try:
+            chunk_rows = self._chunk_rows(job, source, work)
+            planned = chunks(source, chunk_rows)
+            work.claim({"model": self.spec.model_dump(mode="json"),
+                        "source": source.fingerprint(), "chunk_rows": chunk_rows,
+                        "on_invalid": job.on_invalid})
+            done = work.done()
+            pending = [c for c in planned.chunks if c.index not in done]
+            resumed = sum(_answered(done[c.index]) for c in planned.chunks if c.index in done)
             if pending:
                 self._execute(job, context, pending, total=planned.rows, initial=resumed)
         finally:
