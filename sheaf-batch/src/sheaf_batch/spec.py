@@ -27,8 +27,9 @@ class BatchSpec(BaseModel):
     rejects: str | None = Field(default=None, description="Rows that failed validation (line, "
                                 "fields); default: SINK.rejects.jsonl.")
     on_invalid: Literal["fail", "skip"] = Field(
-        default="fail", description="fail: report every invalid row and start nothing; skip: "
-        "write them to `rejects` and run the rest.")
+        default="fail", description="fail: report every invalid row and write no output "
+        "(the first one stops the model on every worker); skip: write them to `rejects` and "
+        "run the rest. Either way each row is parsed once, on its worker.")
     batch_size: int | None = Field(default=None, ge=1, le=65_536, description="Rows per "
                                    "backend call; default the model's "
                                    "batching.max_batch_size.")
