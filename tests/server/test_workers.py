@@ -140,6 +140,27 @@ def test_a_killed_model_worker_is_replaced_and_its_requests_answered_503(flag: F
         assert c.get("/models/m").json()["processes"][0]["pid"] == replacement
 
 
+def test_a_model_worker_restarted_after_a_hot_swap_serves_the_new_spec_as_its_generation(
+        ) -> None:
+    """The supervisor hands a restarted model worker the latest spec and the number of hot
+    swaps before it: after an update and a crash, the model answers as updated and its
+    description still says generation 1."""
+    v1 = ModelSpec(name="m", backend="test")
+    with serving(v1) as (server, url), httpx.Client(base_url=url, timeout=60) as client:
+        server.update(v1.model_copy(update={"backend_kwargs": {"bias": 1.0}, "timeout_s": 7.0}))
+        updated = client.post("/m/predict", json=BODY).json()["mean"]
+        victim = server.processes()["model 'm' worker 1"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while server.processes().get("model 'm' worker 1") in (None, victim):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        wait_until_ready(client, 60)
+        assert client.post("/m/predict", json=BODY).json()["mean"] == updated
+        info = client.get("/models/m").json()
+        assert (info["generation"], info["timeout_s"]) == (1, 7.0)
+
+
 def test_a_model_worker_that_keeps_dying_at_start_is_reported_failed() -> None:
     """A model whose process dies while loading (here: SIGKILL, as the OOM killer does) is
     `failed` once it has died 3 times in a row — not `loading` for ever — and the other

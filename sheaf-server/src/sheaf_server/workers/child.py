@@ -40,6 +40,8 @@ class ModelWorkerRole:
     socket_path: str
     plugins: Sequence[object] = ()
     log_level: str = "info"
+    #: Hot swaps the model has had: a worker restarted after one starts at that count.
+    generation: int = 0
 
     @property
     def log_format(self) -> str:
@@ -115,7 +117,8 @@ def main() -> None:
         from sheaf_server.workers.model_worker import serve
 
         with asyncio.Runner(loop_factory=_fast_loop()) as runner:
-            runner.run(serve(role.spec, role.settings, role.plugins, role.socket_path))
+            runner.run(serve(role.spec, role.settings, role.plugins, role.socket_path,
+                             role.generation))
     else:
         from sheaf_server.workers.http_worker import serve_http
 

@@ -157,13 +157,15 @@ def _unsendable(reply: tuple[int, bool, Any]) -> tuple[int, bool, Any]:
 
 
 async def serve(spec: ModelSpec, settings: ServerSettings, plugins: Sequence[object],
-                socket_path: str) -> None:
+                socket_path: str, generation: int = 0) -> None:
     """Run until SIGTERM (or the supervisor's death, see `workers.child`): load the
-    model, serve it on `socket_path`, then drain queued and running batches."""
+    model, serve it on `socket_path`, then drain queued and running batches.
+    `generation`: the hot swaps before this process started (it starts on the latest)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     engine = Engine([spec], settings, plugins=plugins)
+    engine.runtimes[spec.name].generation = generation
     worker = ModelWorker(engine)
     await engine.start()
     if os.path.exists(socket_path):  # left by the process this one replaces

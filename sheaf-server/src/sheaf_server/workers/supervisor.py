@@ -126,6 +126,8 @@ class ProcessHost:
         self.workers = http_workers(config)
         self.scheme = "https" if config.server.tls else "http"
         self.specs: dict[str, ModelSpec] = {spec.name: spec for spec in config.models}
+        #: Hot swaps per model, handed to a worker restarted later (its /models entry).
+        self.generations: dict[str, int] = {spec.name: 0 for spec in config.models}
         # Unix socket paths must stay under ~100 bytes: a short directory, short names.
         self.run_dir = tempfile.mkdtemp(prefix="sheaf-")
         self.sockets = {spec.name: [os.path.join(self.run_dir, f"m{i}r{r}.sock")
@@ -207,7 +209,7 @@ class ProcessHost:
     def _model_role(self, name: str, path: str) -> Callable[[], Role]:
         def role() -> Role:
             return ModelWorkerRole(self.specs[name], self.config.server, path, self.plugins,
-                                   self.log_level)
+                                   self.log_level, self.generations[name])
         return role
 
     def _child_environment(self) -> dict[str, str]:
@@ -312,6 +314,7 @@ class ProcessHost:
             raise RuntimeError("the server is not running")
         asyncio.run_coroutine_threadsafe(self.engine.update(spec), self._loop).result()
         self.specs[spec.name] = spec
+        self.generations[spec.name] += 1
 
     # -- stop -------------------------------------------------------------------------------
 
